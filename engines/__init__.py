@@ -1,0 +1,1 @@
+"""Makeup generator backends behind one interface (see engines.base)."""

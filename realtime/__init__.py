@@ -1,0 +1,1 @@
+"""ipmcam live pipeline: sources, face tracking, alignment, masks, blending, sinks, CLI."""

@@ -1,0 +1,79 @@
+"""Makeup region masks drawn from face-mesh landmarks.
+
+No face-parsing network can ship with the product, so regions are polygons
+over mediapipe's 478 landmarks, feathered with a Gaussian. The same function
+draws the masks for training crops and for live crops.
+
+Channel order of the mask stack (``MASK_CHANNELS``): lips, eye shadow, skin.
+Eyeballs, the inside of the mouth and the brows belong to no channel, so the
+generator never recolours them.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+MASK_CHANNELS: tuple[str, ...] = ("lips", "eye_shadow", "skin")
+LIPS, EYE_SHADOW, SKIN = range(3)
+
+LIPS_OUTER = [61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185]
+LIPS_INNER = [78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191]
+EYE_A = [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246]
+EYE_B = [263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466]
+BROW_A = [46, 53, 52, 65, 55, 107, 66, 105, 63, 70]
+BROW_B = [276, 283, 282, 295, 285, 336, 296, 334, 293, 300]
+FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+             152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
+
+
+def _fill(canvas: np.ndarray, pts: np.ndarray, value: float = 1.0) -> None:
+    cv2.fillPoly(canvas, [np.round(pts * 16).astype(np.int32)], value, lineType=cv2.LINE_AA, shift=4)
+
+
+def _eye_shadow_polygon(lm: np.ndarray, eye: list[int], brow: list[int]) -> np.ndarray:
+    """Eye contour scaled up about its centre, raised towards the brow: the lid and crease area."""
+    eye_pts = lm[eye]
+    centre = eye_pts.mean(axis=0)
+    brow_centre = lm[brow].mean(axis=0)
+    up = brow_centre - centre
+    grown = centre + (eye_pts - centre) * np.array([1.6, 2.5])
+    lift = np.clip((centre[1] - eye_pts[:, 1]) / (np.ptp(eye_pts[:, 1]) + 1e-6), 0, 1)
+    return grown + 0.45 * up * lift[:, None]
+
+
+def region_masks(landmarks: np.ndarray, size: int, feather: float | None = None) -> np.ndarray:
+    """Feathered region masks (len(MASK_CHANNELS), size, size) float32 in [0, 1].
+
+    ``landmarks`` are face-mesh points already in the square image's pixel
+    coordinates (e.g. the crop). ``feather`` is the Gaussian sigma in pixels;
+    by default 1% of the side, so masks look the same at any crop size.
+    """
+    lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
+    sigma = feather if feather is not None else max(size / 100.0, 0.5)
+    keep_out = np.zeros((size, size), np.float32)
+    for poly in (LIPS_INNER, EYE_A, EYE_B, BROW_A, BROW_B):
+        _fill(keep_out, lm[poly])
+
+    lips = np.zeros_like(keep_out)
+    _fill(lips, lm[LIPS_OUTER])
+    shadow = np.zeros_like(keep_out)
+    _fill(shadow, _eye_shadow_polygon(lm, EYE_A, BROW_A))
+    _fill(shadow, _eye_shadow_polygon(lm, EYE_B, BROW_B))
+    skin = np.zeros_like(keep_out)
+    _fill(skin, lm[FACE_OVAL])
+
+    lips = np.clip(lips - keep_out, 0, 1)
+    shadow = np.clip(shadow - keep_out - lips, 0, 1)
+    skin = np.clip(skin - keep_out - lips - shadow, 0, 1)
+    stack = np.stack([lips, shadow, skin])
+    if sigma > 0:
+        k = int(2 * np.ceil(3 * sigma) + 1)
+        stack = np.stack([cv2.GaussianBlur(m, (k, k), sigma) for m in stack])
+        # Feathering must not bleed into the eyes, mouth or brows.
+        stack *= 1.0 - cv2.GaussianBlur(keep_out, (k, k), sigma / 2)
+    return np.clip(stack, 0.0, 1.0).astype(np.float32)
+
+
+def union(masks: np.ndarray) -> np.ndarray:
+    """Where any makeup may land: the per-pixel maximum over channels (last two axes kept)."""
+    return masks.max(axis=-3)

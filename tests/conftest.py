@@ -1,0 +1,42 @@
+"""Shared fixtures: the development data beside the checkout and real aligned face crops."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("IPMCAM_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (or $IPMCAM_SHARED_DATA); tests that need real faces skip without it."""
+    if not SHARED.is_dir():
+        pytest.skip(f"development data not found at {SHARED}")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def aligned_faces(shared_data: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Real canonical crops (256, 256, 3) uint8 BGR with their region masks (3, 256, 256) float32."""
+    from realtime import align, masks
+    from realtime.tracker import FaceTracker
+
+    paths = sorted((shared_data / "faces" / "nonmakeup").glob("*.png"))[:3]
+    paths += sorted((shared_data / "faces" / "makeup").glob("*.png"))[:3]
+    out = []
+    with FaceTracker(static=True, smooth=False) as tracker:
+        for path in paths:
+            frame = cv2.imread(str(path))
+            faces = tracker(frame, 0.0)
+            if not faces:
+                continue
+            mat = align.crop_transform(faces[0].landmarks)
+            crop = align.warp_to_crop(frame, mat)
+            out.append((crop, masks.region_masks(align.transform_points(faces[0].landmarks, mat), align.CROP_SIZE)))
+    assert len(out) >= 4, "expected faces in the shared crops"
+    return out
