@@ -5,6 +5,7 @@ frames by nearest centre, so smoothing survives a second person entering.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import cv2
@@ -55,6 +56,9 @@ class FaceTracker:
     _next_id: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
+        # mediapipe's native logging floods the terminal; keep only errors.
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         import mediapipe as mp  # heavy import: only when a tracker is made
 
         self._mesh = mp.solutions.face_mesh.FaceMesh(

@@ -23,7 +23,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def aligned_faces(shared_data: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     """Real canonical crops (256, 256, 3) uint8 BGR with their region masks (3, 256, 256) float32."""
-    from realtime import align, masks
+    from realtime.reference import align_face
     from realtime.tracker import FaceTracker
 
     paths = sorted((shared_data / "faces" / "nonmakeup").glob("*.png"))[:3]
@@ -35,8 +35,7 @@ def aligned_faces(shared_data: Path) -> list[tuple[np.ndarray, np.ndarray]]:
             faces = tracker(frame, 0.0)
             if not faces:
                 continue
-            mat = align.crop_transform(faces[0].landmarks)
-            crop = align.warp_to_crop(frame, mat)
-            out.append((crop, masks.region_masks(align.transform_points(faces[0].landmarks, mat), align.CROP_SIZE)))
+            crop, region, _ = align_face(frame, faces[0].landmarks)
+            out.append((crop, region))
     assert len(out) >= 4, "expected faces in the shared crops"
     return out

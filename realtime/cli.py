@@ -1,0 +1,197 @@
+"""The `ipmcam` command line: a thin layer over realtime.pipeline.Pipeline."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from engines.base import EngineError
+from realtime.errors import UserError
+
+log = logging.getLogger("ipmcam")
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CLIP = REPO / "assets" / "demo.mp4"
+DEMO_REFERENCE = REPO / "assets" / "reference.jpg"
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r}") from None
+    return w, h
+
+
+def _engine_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("makeup")
+    g.add_argument("--reference", "-r", type=Path, help="photo of a face wearing the makeup to copy")
+    g.add_argument("--engine", default="auto", choices=("auto", "ipmnet", "classic"),
+                   help="auto: the neural model when its weights are installed, else classic")
+    g.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "torch", "tensorrt"))
+    g.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
+    g.add_argument("--model-dir", type=Path, help="folder with generator.onnx, style_encoder.onnx, manifest.json")
+    g.add_argument("--intensity", type=float, default=1.0, help="0 leaves the face unchanged, 1 copies fully")
+    g.add_argument("--max-faces", type=int, default=1, help="how many faces to make up per frame")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ipmcam", description="Real-time makeup transfer for webcams and videos.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    live = sub.add_parser("live", help="webcam (or stream URL) in, virtual camera / window / file out")
+    live.add_argument("--camera", "-c", default="0", help="camera index or stream URL (default 0)")
+    live.add_argument("--virtual-cam", action="store_true", help="publish to a virtual camera (OBS, Zoom, Meet...)")
+    live.add_argument("--device", help="virtual camera device, e.g. /dev/video10 (default: first found)")
+    live.add_argument("--preview", action="store_true", help="show a preview window (Esc or q quits)")
+    live.add_argument("--output", "-o", type=Path, help="also record to this video file")
+    live.add_argument("--size", type=_size, help="camera capture size, e.g. 1280x720")
+    live.add_argument("--fps", type=float, help="camera frame rate to ask for")
+    _engine_args(live)
+
+    apply = sub.add_parser("apply", help="a video or image file in, a made-up file out")
+    apply.add_argument("input", type=Path)
+    apply.add_argument("output", type=Path)
+    _engine_args(apply)
+
+    demo = sub.add_parser("demo", help="the bundled clip and reference → out/demo.mp4 and a before/after PNG")
+    demo.add_argument("--out", type=Path, default=Path("out"), help="output folder (default ./out)")
+    _engine_args(demo)
+    return parser
+
+
+def _make_pipeline(args: argparse.Namespace, source: Any, sinks: list[Any]) -> Any:
+    from engines.factory import create_engine
+    from realtime.pipeline import Pipeline, PipelineOptions
+
+    if args.reference is None:
+        raise UserError("choose a reference photo with --reference PATH")
+    engine = create_engine(args.engine, args.backend, args.precision,
+                           model_dir=str(args.model_dir) if args.model_dir else None)
+    log.info("engine: %s", engine.name)
+    options = PipelineOptions(max_faces=args.max_faces, intensity=args.intensity)
+    try:
+        return Pipeline(source, engine, sinks, options, reference=args.reference)
+    except BaseException:
+        if source is not None:
+            source.close()
+        raise
+
+
+def _run(pipeline: Any, total: int | None, desc: str) -> Any:
+    """Run with a progress bar; SIGTERM and Ctrl-C stop cleanly after the current frame."""
+    from tqdm import tqdm
+
+    signal.signal(signal.SIGTERM, lambda *_: pipeline.stop())
+    with tqdm(total=total, desc=desc, unit="frame", disable=None, leave=False) as bar:
+        try:
+            return pipeline.run(on_frame=lambda _: bar.update(1))
+        except KeyboardInterrupt:
+            pipeline.stop()
+            pipeline.close()
+            raise
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from realtime.sinks import FileSink
+    from realtime.sources import open_source
+
+    sink = FileSink(args.output)
+    source = open_source(str(args.input)) if args.input.is_file() else None
+    if source is None:
+        raise UserError(f"cannot read {args.input}: file not found")
+    pipeline = _make_pipeline(args, source, [sink])
+    stats = _run(pipeline, getattr(source, "frame_count", 1) or None, args.input.name)
+    print(f"{args.output}: {stats.frames} frames, faces in {stats.frames_with_face}, {stats.fps:.1f} fps")
+    return 0
+
+
+def cmd_live(args: argparse.Namespace) -> int:
+    from realtime.sinks import FileSink, PreviewSink, VirtualCameraSink
+    from realtime.sources import CameraSource
+
+    sinks: list[Any] = [FileSink(args.output)] if args.output else []
+    if args.virtual_cam:
+        vcam = VirtualCameraSink(device=args.device)
+        # Probe the device before the camera: a missing virtual camera is the commonest set-up error.
+        vcam.open(*(args.size or (640, 480)), args.fps or 30.0)
+        vcam.close()
+        sinks.append(vcam)
+    if args.preview:
+        sinks.append(PreviewSink())
+    if not sinks:
+        raise UserError("choose an output: --virtual-cam, --preview and/or --output FILE")
+    width, height = args.size or (None, None)
+    camera = args.camera if not args.camera.isdigit() else int(args.camera)
+    source = CameraSource(camera, width=width, height=height, fps=args.fps)
+    pipeline = _make_pipeline(args, source, sinks)
+    stats = _run(pipeline, None, "live")
+    print(f"{stats.frames} frames, {stats.fps:.1f} fps, {stats.dropped} stale camera frames dropped")
+    return 0
+
+
+class _GrabSink:
+    """Keeps one output frame (by index) for the before/after picture."""
+
+    def __init__(self, index: int) -> None:
+        self.index, self.seen, self.frame = index, 0, None
+        self.wants_stop = False
+
+    def open(self, width: int, height: int, fps: float) -> None: ...
+
+    def write(self, frame: np.ndarray) -> None:
+        if self.seen == self.index:
+            self.frame = frame.copy()
+        self.seen += 1
+
+    def close(self) -> None: ...
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from realtime.sinks import FileSink
+    from realtime.sources import VideoFileSource
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.reference = args.reference or DEMO_REFERENCE
+    source = VideoFileSource(DEMO_CLIP)
+    middle = max(source.frame_count // 2, 0)
+    grab = _GrabSink(middle)
+    video = args.out / "demo.mp4"
+    pipeline = _make_pipeline(args, source, [FileSink(video), grab])
+    stats = _run(pipeline, source.frame_count, "demo")
+    capture = cv2.VideoCapture(str(DEMO_CLIP))
+    capture.set(cv2.CAP_PROP_POS_FRAMES, middle)
+    ok, before = capture.read()
+    capture.release()
+    picture = args.out / "demo_before_after.png"
+    if ok and grab.frame is not None:
+        cv2.imwrite(str(picture), np.hstack([before, grab.frame]))
+    print(f"{video}: {stats.frames} frames, {stats.fps:.1f} fps ({pipeline.engine.name}); before/after: {picture}")
+    return 0
+
+
+COMMANDS = {"live": cmd_live, "apply": cmd_apply, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="ipmcam: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except (UserError, EngineError) as exc:
+        print(f"ipmcam: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
