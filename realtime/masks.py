@@ -50,8 +50,13 @@ def region_masks(landmarks: np.ndarray, size: int, feather: float | None = None)
     """
     lm = np.asarray(landmarks, dtype=np.float64)[:, :2]
     sigma = feather if feather is not None else max(size / 100.0, 0.5)
-    keep_out = np.zeros((size, size), np.float32)
-    for poly in (LIPS_INNER, EYE_A, EYE_B, BROW_A, BROW_B):
+    brows = np.zeros((size, size), np.float32)
+    for poly in (BROW_A, BROW_B):
+        _fill(brows, lm[poly])
+    # Brow landmarks trace the middle of the hairs: grow them to cover the whole brow.
+    grow = max(int(round(size / 64)), 1)
+    keep_out = cv2.dilate(brows, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
+    for poly in (LIPS_INNER, EYE_A, EYE_B):
         _fill(keep_out, lm[poly])
 
     lips = np.zeros_like(keep_out)

@@ -1,0 +1,62 @@
+"""Region masks drawn from landmarks: where each region lies and where none may."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from realtime import align, masks
+from realtime.tracker import FaceTracker
+
+
+@pytest.fixture(scope="module")
+def crop_landmarks(shared_data) -> np.ndarray:
+    frame = cv2.imread(str(shared_data / "stills" / "d9.jpg"))
+    with FaceTracker(static=True, smooth=False) as tracker:
+        landmarks = tracker(frame, 0.0)[0].landmarks
+    return align.transform_points(landmarks, align.crop_transform(landmarks))
+
+
+def _at(m: np.ndarray, point: np.ndarray) -> float:
+    x, y = np.round(point).astype(int)
+    return float(m[y, x])
+
+
+def test_shape_dtype_range(crop_landmarks: np.ndarray) -> None:
+    m = masks.region_masks(crop_landmarks, 256)
+    assert m.shape == (len(masks.MASK_CHANNELS), 256, 256) and m.dtype == np.float32
+    assert m.min() >= 0.0 and m.max() <= 1.0
+
+
+def test_regions_lie_where_they_should(crop_landmarks: np.ndarray) -> None:
+    m = masks.region_masks(crop_landmarks, 256)
+    lm = crop_landmarks
+    lower_lip = (lm[17] + lm[14]) / 2
+    assert _at(m[masks.LIPS], lower_lip) > 0.6
+    cheek = lm[50]  # a cheek point of the mesh
+    assert _at(m[masks.SKIN], cheek) > 0.9
+    lid = (lm[159] + lm[105]) / 2  # between upper lid and brow
+    assert _at(m[masks.EYE_SHADOW], lid) > 0.5
+
+
+def test_eyes_mouth_and_brows_belong_to_no_region(crop_landmarks: np.ndarray) -> None:
+    m = masks.union(masks.region_masks(crop_landmarks, 256))
+    lm = crop_landmarks
+    for idx in (468, 473):  # iris centres
+        assert _at(m, lm[idx]) < 0.05
+    brow = (lm[52] + lm[105]) / 2  # middle of a brow, between its lower and upper landmarks
+    assert _at(m, brow) < 0.05
+    # Far from the face (crop corner) there is nothing.
+    assert m[:5, :5].max() == 0.0
+
+
+def test_regions_do_not_stack_beyond_one(crop_landmarks: np.ndarray) -> None:
+    m = masks.region_masks(crop_landmarks, 256, feather=0)
+    assert m.sum(axis=0).max() <= 1.0 + 1e-6
+
+
+def test_scale_invariance(crop_landmarks: np.ndarray) -> None:
+    small = masks.region_masks(crop_landmarks / 2, 128)
+    big = masks.region_masks(crop_landmarks, 256)
+    big_down = np.stack([cv2.resize(c, (128, 128), interpolation=cv2.INTER_AREA) for c in big])
+    assert np.abs(small - big_down).mean() < 0.02

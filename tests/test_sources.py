@@ -1,0 +1,95 @@
+"""Sources: a live camera drops stale frames, a file keeps every frame in order."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from realtime.errors import SourceError
+from realtime.sources import CameraSource, ImageSource, VideoFileSource, open_source
+
+
+class FakeCapture:
+    """A camera that produces numbered frames at a fixed rate."""
+
+    def __init__(self, n: int = 60, interval: float = 0.005) -> None:
+        self.n, self.interval, self.i = n, interval, 0
+        self.released = threading.Event()
+
+    def isOpened(self) -> bool:  # noqa: N802 - cv2.VideoCapture's name
+        return True
+
+    def set(self, *_: object) -> bool:
+        return True
+
+    def get(self, _: int) -> float:
+        return 200.0
+
+    def read(self):
+        if self.i >= self.n:
+            return False, None
+        time.sleep(self.interval)
+        frame = np.full((4, 4, 3), self.i % 256, np.uint8)
+        self.i += 1
+        return True, frame
+
+    def release(self) -> None:
+        self.released.set()
+
+
+def test_camera_drops_stale_frames_and_yields_the_newest() -> None:
+    capture = FakeCapture(n=60, interval=0.004)
+    source = CameraSource(0, capture_factory=lambda: capture)
+    seen = []
+    for frame in source:
+        seen.append(frame.index)
+        time.sleep(0.02)  # a slow consumer: 5x slower than the camera
+    source.close()
+    assert seen == sorted(seen)
+    assert len(seen) < 30
+    assert source.dropped >= 60 - len(seen) - 1
+    assert seen[-1] >= 55  # the newest frames still arrive
+    assert capture.released.is_set()
+
+
+def test_camera_that_cannot_open_is_a_clear_error() -> None:
+    class Closed(FakeCapture):
+        def isOpened(self) -> bool:  # noqa: N802
+            return False
+
+    with pytest.raises(SourceError, match="cannot open camera 3"):
+        CameraSource(3, capture_factory=Closed)
+
+
+def test_video_file_yields_every_frame_in_order(shared_data) -> None:
+    source = VideoFileSource(shared_data / "videos" / "d18.mp4")
+    indices = [f.index for f in source]
+    source.close()
+    assert indices == list(range(source.frame_count))
+    assert source.frame_count == 216 and source.fps == pytest.approx(30.0)
+
+
+def test_closing_a_file_source_mid_way_ends_the_reader(shared_data) -> None:
+    source = VideoFileSource(shared_data / "videos" / "d6.mp4", queue_size=2)
+    frames = iter(source)
+    next(frames)
+    start = time.perf_counter()
+    source.close()
+    assert time.perf_counter() - start < 1.0
+    assert not source._thread.is_alive()
+
+
+def test_open_source_dispatch_and_errors(shared_data, tmp_path) -> None:
+    assert isinstance(open_source(str(shared_data / "stills" / "d9.jpg")), ImageSource)
+    with pytest.raises(SourceError, match="file not found"):
+        open_source(str(tmp_path / "missing.mp4"))
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video")
+    with pytest.raises(SourceError, match="not a readable video"):
+        open_source(str(junk))
+    bad_image = tmp_path / "x.png"
+    bad_image.write_bytes(b"nope")
+    with pytest.raises(SourceError, match="not an image"):
+        open_source(str(bad_image))
