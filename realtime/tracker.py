@@ -2,6 +2,11 @@
 
 Each tracked face keeps its own One-Euro filter; faces are matched between
 frames by nearest centre, so smoothing survives a second person entering.
+
+Face mesh alone happily fits a mesh onto a pet or a poster, so every new
+track must be confirmed by mediapipe's full-range face detector before its
+makeup is drawn. Detection runs on the frame with a border added, because
+that detector misses faces that fill the whole image (selfie crops).
 """
 from __future__ import annotations
 
@@ -37,6 +42,20 @@ class _Track:
     centre: np.ndarray
     last_seen: float
     track_id: int
+    confirmed: bool = False
+    frames_since_check: int = 0
+
+
+#: Border added around a frame before detection, as a fraction of its larger side.
+DETECTION_PAD = 0.25
+#: How often (frames) an unconfirmed track is checked again.
+RECHECK_EVERY = 15
+
+
+def _padded(frame_bgr: np.ndarray) -> tuple[np.ndarray, int]:
+    pad = int(DETECTION_PAD * max(frame_bgr.shape[:2]))
+    rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+    return cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0), pad
 
 
 @dataclass
@@ -52,6 +71,7 @@ class FaceTracker:
     min_cutoff: float = 1.0
     beta: float = 0.05
     min_detection_confidence: float = 0.5
+    confirm: bool = True
     _tracks: list[_Track] = field(default_factory=list, init=False)
     _next_id: int = field(default=0, init=False)
 
@@ -68,20 +88,52 @@ class FaceTracker:
             min_detection_confidence=self.min_detection_confidence,
             min_tracking_confidence=0.5,
         )
+        self._detector = mp.solutions.face_detection.FaceDetection(
+            model_selection=1, min_detection_confidence=self.min_detection_confidence
+        )
 
     def detect(self, frame_bgr: np.ndarray) -> list[np.ndarray]:
-        """Raw landmarks (478, 2) in pixels for each face found, unsmoothed."""
-        h, w = frame_bgr.shape[:2]
-        result = self._mesh.process(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB))
-        faces = []
-        for face in result.multi_face_landmarks or []:
-            pts = np.array([(p.x * w, p.y * h) for p in face.landmark], dtype=np.float64)
-            faces.append(pts)
-        return faces
+        """Raw landmarks (478, 2) in pixels for each face mesh fitted, unsmoothed and unconfirmed.
+
+        Still images are padded first (close-up crops are otherwise missed); video
+        frames are not, since mesh tracking carries a face from frame to frame.
+        """
+        if self.static:
+            image, pad = _padded(frame_bgr)
+        else:
+            image, pad = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB), 0
+        h, w = image.shape[:2]
+        result = self._mesh.process(image)
+        return [
+            np.array([(p.x * w - pad, p.y * h - pad) for p in face.landmark], dtype=np.float64)
+            for face in result.multi_face_landmarks or []
+        ]
+
+    def face_boxes(self, frame_bgr: np.ndarray) -> list[tuple[float, float, float, float]]:
+        """Boxes (x0, y0, x1, y1) in pixels of the faces the full-range detector is confident about."""
+        image, pad = _padded(frame_bgr)
+        h, w = image.shape[:2]
+        boxes = []
+        for det in self._detector.process(image).detections or []:
+            b = det.location_data.relative_bounding_box
+            x0, y0 = b.xmin * w - pad, b.ymin * h - pad
+            boxes.append((x0, y0, x0 + b.width * w, y0 + b.height * h))
+        return boxes
+
+    def is_face(self, frame_bgr: np.ndarray, landmarks: np.ndarray) -> bool:
+        """Whether a detector box agrees with a fitted mesh (its centre inside the mesh's box)."""
+        lo, hi = landmarks.min(axis=0), landmarks.max(axis=0)
+        for x0, y0, x1, y1 in self.face_boxes(frame_bgr):
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            if lo[0] <= cx <= hi[0] and lo[1] <= cy <= hi[1]:
+                return True
+        return False
 
     def __call__(self, frame_bgr: np.ndarray, timestamp: float) -> list[Face]:
         """Tracked, smoothed faces in a frame taken at ``timestamp`` seconds."""
         raw = self.detect(frame_bgr)
+        if self.static:
+            self._tracks = []  # unrelated images: nothing carries over
         faces: list[Face] = []
         unused = list(self._tracks)
         for pts in raw:
@@ -94,8 +146,14 @@ class FaceTracker:
                 self._tracks.append(track)
             else:
                 unused.remove(track)
-            smoothed = track.filter(pts, timestamp) if self.smooth else pts
+            if self.confirm and not track.confirmed:
+                if track.frames_since_check % RECHECK_EVERY == 0:
+                    track.confirmed = self.is_face(frame_bgr, pts)
+                track.frames_since_check += 1
             track.centre, track.last_seen = centre, timestamp
+            if self.confirm and not track.confirmed:
+                continue
+            smoothed = track.filter(pts, timestamp) if self.smooth else pts
             faces.append(Face(smoothed, track.track_id))
         # Forget tracks unseen for a second: a returning face starts fresh.
         self._tracks = [t for t in self._tracks if timestamp - t.last_seen < 1.0]
@@ -103,6 +161,7 @@ class FaceTracker:
 
     def close(self) -> None:
         self._mesh.close()
+        self._detector.close()
 
     def __enter__(self) -> "FaceTracker":
         return self

@@ -39,3 +39,11 @@ def aligned_faces(shared_data: Path) -> list[tuple[np.ndarray, np.ndarray]]:
             out.append((crop, region))
     assert len(out) >= 4, "expected faces in the shared crops"
     return out
+
+
+@pytest.fixture(scope="session")
+def reference_image() -> np.ndarray:
+    """The bundled demo reference (a face with strong makeup), BGR uint8."""
+    image = cv2.imread(str(REPO / "assets" / "reference.jpg"))
+    assert image is not None
+    return image

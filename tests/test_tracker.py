@@ -1,0 +1,36 @@
+"""Face tracking: real faces found (close-up crops too), a dog refused, tracks kept across frames."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from realtime.tracker import FaceTracker
+
+
+def test_close_up_crops_and_stills_are_found(shared_data) -> None:
+    paths = sorted((shared_data / "faces" / "makeup").glob("*.png")) + [shared_data / "stills" / "d8.jpg"]
+    with FaceTracker(static=True, smooth=False) as tracker:
+        found = [len(tracker(cv2.imread(str(p)), 0.0)) for p in paths]
+    assert found == [1] * len(paths)
+
+
+def test_a_dog_is_not_a_face(shared_data) -> None:
+    dog = cv2.imread(str(shared_data / "stills" / "s25.jpg"))
+    with FaceTracker(static=True) as still, FaceTracker() as video:
+        assert still(dog, 0.0) == []
+        assert all(video(dog, i / 30) == [] for i in range(3))
+        # The mesh alone does fit the dog: the detector is what refuses it.
+        assert len(still.detect(dog)) == 1
+
+
+def test_landmarks_are_pixels_and_tracks_persist(shared_data) -> None:
+    cap = cv2.VideoCapture(str(shared_data / "videos" / "d18.mp4"))
+    frames = [cap.read()[1] for _ in range(5)]
+    cap.release()
+    with FaceTracker() as tracker:
+        tracks = [tracker(f, i / 30) for i, f in enumerate(frames)]
+    assert all(len(t) == 1 for t in tracks)
+    assert len({t[0].track_id for t in tracks}) == 1
+    lm = tracks[-1][0].landmarks
+    assert lm.shape == (478, 2) and lm.dtype == np.float64
+    assert 0 <= lm[:, 0].min() and lm[:, 0].max() <= frames[0].shape[1]
