@@ -57,7 +57,7 @@ def test_pixels_outside_the_dilated_face_are_bit_identical(shared_data, referenc
     changed_any = False
     for i, frame in enumerate(_frames(shared_data / "videos" / clip, every=15, limit=8)):
         out, faces = pipeline.process(frame, i / 2.0)
-        outside = ~_face_hull(frame, grow=max(frame.shape[:2]) // 40)
+        outside = ~_face_hull(frame, grow=max(frame.shape[:2]) // 25)
         assert np.array_equal(out[outside], frame[outside])
         changed_any |= faces > 0 and not np.array_equal(out, frame)
     pipeline.close()
