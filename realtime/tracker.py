@@ -4,9 +4,11 @@ Each tracked face keeps its own One-Euro filter; faces are matched between
 frames by nearest centre, so smoothing survives a second person entering.
 
 Face mesh alone happily fits a mesh onto a pet or a poster, so every new
-track must be confirmed by mediapipe's full-range face detector before its
-makeup is drawn. Detection runs on the frame with a border added, because
-that detector misses faces that fill the whole image (selfie crops).
+track must be confirmed by one of mediapipe's face detectors before its
+makeup is drawn: the full-range model on the frame with a border added (it
+misses faces that fill the whole image otherwise), or the short-range model
+on the frame itself with a high threshold (it is the one that catches
+expressive close faces, and the one a dog's face fools at lower scores).
 """
 from __future__ import annotations
 
@@ -48,6 +50,8 @@ class _Track:
 
 #: Border added around a frame before detection, as a fraction of its larger side.
 DETECTION_PAD = 0.25
+#: Score the short-range detector must reach on its own to confirm a face.
+SHORT_RANGE_CONFIDENCE = 0.8
 #: How often (frames) an unconfirmed track is checked again.
 RECHECK_EVERY = 15
 
@@ -88,9 +92,15 @@ class FaceTracker:
             min_detection_confidence=self.min_detection_confidence,
             min_tracking_confidence=0.5,
         )
-        self._detector = mp.solutions.face_detection.FaceDetection(
-            model_selection=1, min_detection_confidence=self.min_detection_confidence
-        )
+        detection = mp.solutions.face_detection.FaceDetection
+        # (detector, pad the frame, score it must reach); scores are checked here because
+        # the short-range graph does not apply its own threshold to every detection.
+        self._detectors = [
+            (detection(model_selection=1, min_detection_confidence=self.min_detection_confidence), True,
+             self.min_detection_confidence),
+            (detection(model_selection=0, min_detection_confidence=SHORT_RANGE_CONFIDENCE), False,
+             SHORT_RANGE_CONFIDENCE),
+        ]
 
     def detect(self, frame_bgr: np.ndarray) -> list[np.ndarray]:
         """Raw landmarks (478, 2) in pixels for each face mesh fitted, unsmoothed and unconfirmed.
@@ -110,14 +120,19 @@ class FaceTracker:
         ]
 
     def face_boxes(self, frame_bgr: np.ndarray) -> list[tuple[float, float, float, float]]:
-        """Boxes (x0, y0, x1, y1) in pixels of the faces the full-range detector is confident about."""
-        image, pad = _padded(frame_bgr)
-        h, w = image.shape[:2]
+        """Boxes (x0, y0, x1, y1) in pixels of the faces either detector is confident about."""
         boxes = []
-        for det in self._detector.process(image).detections or []:
-            b = det.location_data.relative_bounding_box
-            x0, y0 = b.xmin * w - pad, b.ymin * h - pad
-            boxes.append((x0, y0, x0 + b.width * w, y0 + b.height * h))
+        for detector, padded, threshold in self._detectors:
+            image, pad = _padded(frame_bgr) if padded else (cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB), 0)
+            h, w = image.shape[:2]
+            for det in detector.process(image).detections or []:
+                if det.score[0] < threshold:
+                    continue
+                b = det.location_data.relative_bounding_box
+                x0, y0 = b.xmin * w - pad, b.ymin * h - pad
+                boxes.append((x0, y0, x0 + b.width * w, y0 + b.height * h))
+            if boxes:
+                break
         return boxes
 
     def is_face(self, frame_bgr: np.ndarray, landmarks: np.ndarray) -> bool:
@@ -161,7 +176,8 @@ class FaceTracker:
 
     def close(self) -> None:
         self._mesh.close()
-        self._detector.close()
+        for detector, _, _ in self._detectors:
+            detector.close()
 
     def __enter__(self) -> "FaceTracker":
         return self
