@@ -1,0 +1,109 @@
+"""``load()``: a ready IPM-Net engine from a model directory on the best backend this machine has.
+
+``backend="auto"`` tries TensorRT (installed, and a CUDA GPU), then torch on
+CUDA, then onnxruntime, and logs (logger "ipmcam") which one runs and why
+the others were passed over. torch on CPU is never picked automatically:
+onnxruntime is faster there.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
+from engines.base import Engine, EngineError
+from engines.ipmnet_engine import Backend, IPMNetEngine
+from ipmnet.weights import Manifest, read_manifest
+
+log = logging.getLogger("ipmcam")
+
+REPO = Path(__file__).resolve().parents[1]
+#: backend name -> (module, class), in the order ``auto`` tries them
+BACKEND_CLASSES = {
+    "tensorrt": ("engines.tensorrt_backend", "TensorRTBackend"),
+    "torch": ("engines.torch_backend", "TorchBackend"),
+    "onnxruntime": ("engines.onnx_backend", "OnnxBackend"),
+}
+BACKENDS = tuple(BACKEND_CLASSES)
+
+
+def default_model_dir(config: str) -> Path:
+    """$IPMCAM_WEIGHTS, else <repo>/weights/<config>."""
+    override = os.environ.get("IPMCAM_WEIGHTS")
+    return Path(override) if override else REPO / "weights" / config
+
+
+def cuda_device_count() -> int:
+    """CUDA GPUs visible to this process, asked through cuda-python or torch, whichever is installed."""
+    if importlib.util.find_spec("cuda") is not None:
+        try:
+            try:
+                from cuda.bindings import runtime as cudart
+            except ImportError:
+                from cuda import cudart
+            err, count = cudart.cudaGetDeviceCount()
+            return int(count) if err == cudart.cudaError_t.cudaSuccess else 0
+        except ImportError:
+            pass
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return 0
+
+
+def _skip_reason(backend: str) -> str | None:
+    """Why ``auto`` should not try ``backend`` on this machine, or None to try it."""
+    if backend == "tensorrt":
+        if importlib.util.find_spec("tensorrt") is None:
+            return "the tensorrt package is not installed"
+        return None if cuda_device_count() else "no CUDA GPU"
+    if backend == "torch":
+        if importlib.util.find_spec("torch") is None:
+            return "PyTorch is not installed"
+        return None if cuda_device_count() else "no CUDA GPU (onnxruntime is faster on CPU)"
+    return None
+
+
+def _backend(name: str, manifest: Manifest, precision: str) -> Backend:
+    """Construct a backend, importing its module (and runtime) only now."""
+    module, cls = BACKEND_CLASSES[name]
+    return getattr(importlib.import_module(module), cls)(manifest, precision)
+
+
+def load(model_dir: Path | None = None, backend: str = "auto", precision: str = "fp32", config: str = "lite") -> Engine:
+    """An IPMNetEngine for the model in ``model_dir`` (default: ``default_model_dir(config)``).
+
+    ``backend`` is "auto" or one of BACKENDS; ``precision`` is "fp32", "fp16"
+    or "int8" (each needs its generator graph in the model directory).
+    Raises EngineError with a one-line reason and the fix.
+    """
+    if backend != "auto" and backend not in BACKENDS:
+        raise EngineError(f"unknown backend {backend!r}; choose auto, {', '.join(BACKENDS)}")
+    root = Path(model_dir) if model_dir is not None else default_model_dir(config)
+    if not root.is_dir():
+        raise EngineError(
+            f"no model directory at {root}: export one with `python -m ipmnet.export --config {config} "
+            f"--weights <file> --out {root}` or set IPMCAM_WEIGHTS"
+        )
+    manifest = read_manifest(root)
+    candidates = list(BACKENDS) if backend == "auto" else [backend]
+    error: EngineError | None = None
+    for name in candidates:
+        if backend == "auto" and (reason := _skip_reason(name)):
+            log.info("backend %s skipped: %s", name, reason)
+            continue
+        try:
+            chosen = _backend(name, manifest, precision)
+        except EngineError as exc:
+            if backend != "auto":
+                raise
+            log.warning("backend %s unavailable: %s", name, exc)
+            error = exc
+            continue
+        cfg = manifest.config
+        log.info("IPM-Net %s (%s) on %s", manifest.config_name, precision, chosen.name)
+        return IPMNetEngine(chosen, style_dim=cfg.style_dim, crop_size=cfg.crop_size, n_masks=cfg.n_masks)
+    raise error or EngineError("no engine backend could be loaded")

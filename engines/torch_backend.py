@@ -1,0 +1,94 @@
+"""torch backend: the generator in eager PyTorch from ``ipmnet.safetensors``.
+
+On CPU it is the reference the exported graphs are checked against. On CUDA
+it runs fp32 or fp16 (``Generator.half_core``: networks in half, the
+preprocessing and composition in fp32 so the background stays exact) and
+replays the per-frame generator as a CUDA graph, one captured per batch size,
+which removes the per-kernel launch cost that dominates at batch 1.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from engines.base import EngineError
+from ipmnet.weights import WEIGHTS_FILE, Manifest
+
+log = logging.getLogger("ipmcam")
+
+
+class CapturedGenerator:
+    """A generator call recorded as a CUDA graph with static input and output buffers."""
+
+    def __init__(self, model: Any, example: tuple[Any, ...], warmup: int = 3) -> None:
+        import torch
+
+        self.inputs = tuple(t.clone() for t in example)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up off the capture stream, as capture requires
+            for _ in range(warmup):
+                model(*self.inputs)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.output = model(*self.inputs)
+
+    def __call__(self, *inputs: Any) -> Any:
+        for static, value in zip(self.inputs, inputs):
+            static.copy_(value, non_blocking=True)
+        self.graph.replay()
+        return self.output
+
+
+class TorchBackend:
+    """Eager (CPU or CUDA) or CUDA-graph execution of the torch generator."""
+
+    def __init__(self, manifest: Manifest, precision: str = "fp32", device: str | None = None, cuda_graphs: bool = True) -> None:
+        try:
+            import torch
+        except ImportError:
+            raise EngineError("the torch backend needs PyTorch: pip install 'ipmcam[gpu]'") from None
+        from ipmnet.networks import Generator
+        from ipmnet.weights import load_weights
+
+        self.torch = torch
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        cuda = self.device.type == "cuda"
+        if precision not in ("fp32", "fp16"):
+            raise EngineError(f"the torch backend runs fp32 or fp16, not {precision!r}; use onnxruntime or tensorrt for int8")
+        if precision == "fp16" and not cuda:
+            raise EngineError("fp16 on the torch backend needs a CUDA GPU; use --precision fp32 on CPU")
+        manifest.verify([WEIGHTS_FILE])
+        model = load_weights(Generator(manifest.config), manifest.path(WEIGHTS_FILE)).eval().to(self.device)
+        self.model = model.half_core() if precision == "fp16" else model
+        self.cuda_graphs = cuda and cuda_graphs
+        self.captured: dict[int, CapturedGenerator] = {}
+        self.name = f"torch-{self.device.type}-{precision}" + ("-graphs" if self.cuda_graphs else "")
+        log.info("torch generator on %s (%s%s)", self.device, precision, ", CUDA graphs" if self.cuda_graphs else "")
+
+    def _tensors(self, *arrays: np.ndarray) -> tuple[Any, ...]:
+        return tuple(self.torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device) for a in arrays)
+
+    def style(self, image: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        with self.torch.no_grad():
+            return self.model.encode_style(*self._tensors(image, masks)).cpu().numpy()
+
+    def generate(self, image: np.ndarray, masks: np.ndarray, style: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        inputs = self._tensors(image, masks, style, alpha)
+        with self.torch.no_grad():
+            if not self.cuda_graphs:
+                return self.model(*inputs).cpu().numpy()
+            n = image.shape[0]
+            if n not in self.captured:
+                log.info("capturing a CUDA graph for batch %d", n)
+                self.captured[n] = CapturedGenerator(self.model, inputs)
+            return self.captured[n](*inputs).cpu().numpy()
+
+    def close(self) -> None:
+        self.captured.clear()
+        self.model = None
+        if self.device.type == "cuda":
+            self.torch.cuda.empty_cache()

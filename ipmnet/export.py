@@ -1,0 +1,132 @@
+"""Export an IPM-Net model directory: two ONNX graphs, the weights and a manifest.
+
+    python -m ipmnet.export --config lite --weights weights.safetensors --out weights/lite [--fp16]
+
+* ``style_encoder.onnx``: image (N,3,S,S), masks (N,C,S,S) -> style (N,style_dim).
+  Run once per reference.
+* ``generator.onnx``: image, masks, style (N,style_dim), alpha (N,1) -> output
+  (N,3,S,S). Run per frame; preprocessing and the residual composition are
+  inside the graph.
+* ``generator.fp16.onnx`` with ``--fp16``: the learned networks in fp16, the
+  preprocessing, style mix and composition in fp32, and fp32 inputs and
+  outputs, so callers do not change and pixels outside the masks stay exact.
+* ``ipmnet.safetensors``: the weights, for the torch backend.
+
+Images are float32 in [-1, 1], BGR, NCHW; the batch axis is dynamic. Opset 17
+is what TensorRT 10 parses.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from ipmnet.config import get_config
+from ipmnet.networks import Generator
+from ipmnet.weights import GENERATOR_FILES, STYLE_ENCODER, WEIGHTS_FILE, load_weights, save_weights, write_manifest
+
+OPSET = 17
+GENERATOR = GENERATOR_FILES["fp32"]
+GENERATOR_FP16 = GENERATOR_FILES["fp16"]
+
+log = logging.getLogger("ipmcam")
+
+
+class StyleEncoderGraph(nn.Module):
+    """The generator's ES alone, with the exported graph's signature."""
+
+    def __init__(self, generator: Generator) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, image: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        return self.generator.encode_style(image, masks)
+
+
+def example_inputs(generator: Generator, batch: int = 2) -> dict[str, torch.Tensor]:
+    """Tracing inputs. Batch 2, so no size-1 broadcast is baked into the graph."""
+    cfg = generator.cfg
+    gen = torch.Generator().manual_seed(0)
+    size = (batch, 3, cfg.crop_size, cfg.crop_size)
+    return {
+        "image": torch.rand(size, generator=gen) * 2 - 1,
+        "masks": torch.rand((batch, cfg.n_masks, cfg.crop_size, cfg.crop_size), generator=gen),
+        "style": torch.randn((batch, cfg.style_dim), generator=gen),
+        "alpha": torch.ones((batch, 1)),
+    }
+
+
+def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str]) -> None:
+    dynamic = {name: {0: "batch"} for name in inputs + outputs}
+    with torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of the dynamo one,
+        # which needs onnxscript; its graphs are the same ops here.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    model.producer_name = "ipmcam"
+    onnx.save(model, str(path))
+
+
+def export_style_encoder(generator: Generator, path: Path) -> None:
+    ex = example_inputs(generator)
+    _export(StyleEncoderGraph(generator).eval(), (ex["image"], ex["masks"]), path, ["image", "masks"], ["style"])
+
+
+def export_generator(generator: Generator, path: Path) -> None:
+    ex = example_inputs(generator)
+    args = (ex["image"], ex["masks"], ex["style"], ex["alpha"])
+    _export(generator.eval(), args, path, ["image", "masks", "style", "alpha"], ["output"])
+
+
+def export_model(generator: Generator, config_name: str, out_dir: Path, fp16: bool = False) -> Path:
+    """Write a complete model directory for ``generator``; returns the manifest path."""
+    if generator.cfg != get_config(config_name) and config_name in ("lite", "full"):
+        log.warning("exporting a generator whose config differs from the named config %r", config_name)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    generator = generator.float().eval()
+    save_weights(generator, out_dir / WEIGHTS_FILE, generator.cfg)
+    export_style_encoder(generator, out_dir / STYLE_ENCODER)
+    export_generator(generator, out_dir / GENERATOR)
+    files = [WEIGHTS_FILE, STYLE_ENCODER, GENERATOR]
+    if fp16:
+        export_generator(copy.deepcopy(generator).half_core(), out_dir / GENERATOR_FP16)
+        files.append(GENERATOR_FP16)
+    return write_manifest(out_dir, config_name, generator.cfg, files, OPSET)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ipmnet.export", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="lite", help="config name: lite or full")
+    parser.add_argument("--weights", type=Path, required=True, help="trained weights (.safetensors)")
+    parser.add_argument("--out", type=Path, required=True, help="model directory to write")
+    parser.add_argument("--fp16", action="store_true", help="also write generator.fp16.onnx")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    generator = load_weights(Generator(get_config(args.config)), args.weights)
+    manifest = export_model(generator, args.config, args.out, fp16=args.fp16)
+    log.info("wrote %s", manifest)
+
+
+if __name__ == "__main__":
+    main()

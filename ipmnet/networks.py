@@ -1,0 +1,322 @@
+"""IPM-Net: identity encoder EI, style encoder ES, MLP, AdaIN decoder G, generator and discriminator.
+
+Layout follows "Real-World Automatic Makeup via Identity Preservation Makeup
+Net" (IJCAI 2020):
+
+* EI encodes the *preprocessed* image r (``ipmnet.preprocess``) into an
+  identity code (conv blocks with instance norm, ``n_downsample`` strided
+  convolutions, ``n_res`` residual blocks).
+* ES encodes a face and its region masks into a makeup style code; it is
+  shared by the source and the reference and has no normalisation, since
+  the style lives in exactly the statistics a norm would remove.
+* An MLP maps the style code to the scale and shift of every AdaIN layer of
+  the decoder G, which turns the identity code back into an image.
+* The generator's output is a residual on r, gated by the mask union u:
+  ``out = r + u * G(EI(r), s)``.
+
+Background invariance: where u == 0, r == x exactly (see the preprocess
+module) and the residual is multiplied by zero, so the output equals the
+input bit for bit outside the makeup regions, whatever the weights. The final
+clamp to [-1, 1] keeps that, as inputs already lie in [-1, 1].
+
+AdaIN is an ``InstanceNorm2d`` without affine parameters followed by an
+explicit per-sample scale and shift, which exports to ONNX as
+InstanceNormalization + Mul + Add and parses in TensorRT.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ipmnet.config import IPMNetConfig
+from ipmnet.preprocess import Preprocess, union_mask
+
+
+def spatial_conv(c_in: int, c_out: int, kernel: int, stride: int, separable: bool) -> nn.Module:
+    """A k x k convolution with zero "same" padding (for odd kernels), optionally depthwise-separable."""
+    padding = (kernel - 1) // 2 if kernel % 2 else (kernel - stride) // 2
+    if not separable:
+        return nn.Conv2d(c_in, c_out, kernel, stride, padding)
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_in, kernel, stride, padding, groups=c_in, bias=False),
+        nn.Conv2d(c_in, c_out, 1),
+    )
+
+
+class ConvBlock(nn.Sequential):
+    """Convolution, optional normalisation, ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, separable: bool, norm: str) -> None:
+        layers: list[nn.Module] = [spatial_conv(c_in, c_out, kernel, stride, separable)]
+        if norm == "instance":
+            layers.append(nn.InstanceNorm2d(c_out))
+        elif norm != "none":
+            raise ValueError(f"unknown norm {norm!r}")
+        layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+class ResBlock(nn.Module):
+    """Residual block with instance norm (identity encoder)."""
+
+    def __init__(self, channels: int, separable: bool) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            ConvBlock(channels, channels, 3, 1, separable, "instance"),
+            spatial_conv(channels, channels, 3, 1, separable),
+            nn.InstanceNorm2d(channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class AdaIN(nn.Module):
+    """Instance norm whose scale and shift come from the style: ``IN(x) * (1 + gamma) + beta``.
+
+    The ``1 +`` keeps a freshly initialised MLP close to plain instance norm.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.InstanceNorm2d(channels)
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        gamma, beta = params.unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
+        return self.norm(x) * (1.0 + gamma) + beta
+
+
+class AdaINResBlock(nn.Module):
+    """Residual block whose two norms are AdaIN layers (decoder)."""
+
+    def __init__(self, channels: int, separable: bool) -> None:
+        super().__init__()
+        self.conv1 = spatial_conv(channels, channels, 3, 1, separable)
+        self.norm1 = AdaIN(channels)
+        self.conv2 = spatial_conv(channels, channels, 3, 1, separable)
+        self.norm2 = AdaIN(channels)
+
+    @property
+    def n_params(self) -> int:
+        """AdaIN parameters this block consumes: scale and shift for each of its two norms."""
+        return 4 * self.norm1.channels
+
+    def forward(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        p1, p2 = params.chunk(2, dim=1)
+        h = F.relu(self.norm1(self.conv1(x), p1))
+        return x + self.norm2(self.conv2(h), p2)
+
+
+class IdentityEncoder(nn.Module):
+    """EI: preprocessed image (N, 3, S, S) -> identity code (N, dim * 2^n_down, S / 2^n_down, S / 2^n_down)."""
+
+    def __init__(self, cfg: IPMNetConfig) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [ConvBlock(3, cfg.dim, cfg.stem_kernel, 1, False, "instance")]
+        ch = cfg.dim
+        for _ in range(cfg.n_downsample):
+            layers.append(ConvBlock(ch, ch * 2, 4, 2, cfg.separable, "instance"))
+            ch *= 2
+        layers += [ResBlock(ch, cfg.separable) for _ in range(cfg.n_res)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, r: torch.Tensor) -> torch.Tensor:
+        return self.net(r)
+
+
+class StyleEncoder(nn.Module):
+    """ES: image and region masks -> style code (N, style_dim).
+
+    The input is the image with everything outside the mask union zeroed,
+    concatenated with the masks, so the code describes the makeup regions
+    and which region each colour belongs to, not the background or hair.
+    """
+
+    def __init__(self, cfg: IPMNetConfig) -> None:
+        super().__init__()
+        ch = cfg.style_channels
+        layers: list[nn.Module] = [ConvBlock(3 + cfg.n_masks, ch, cfg.stem_kernel, 1, False, "none")]
+        for i in range(cfg.style_downsample):
+            c_out = ch * 2 if i < 2 else ch
+            layers.append(ConvBlock(ch, c_out, 4, 2, cfg.separable, "none"))
+            ch = c_out
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Conv2d(ch, cfg.style_dim, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        h = self.net(torch.cat([x * union_mask(masks), masks], dim=1))
+        return h.flatten(1)
+
+
+class MLP(nn.Module):
+    """Style code -> all AdaIN parameters of the decoder, (N, n_out)."""
+
+    def __init__(self, style_dim: int, hidden: int, n_out: int, n_layers: int) -> None:
+        super().__init__()
+        if n_layers < 2:
+            raise ValueError("the style MLP needs at least 2 layers")
+        dims = [style_dim] + [hidden] * (n_layers - 1)
+        layers: list[nn.Module] = []
+        for d_in, d_out in zip(dims[:-1], dims[1:]):
+            layers += [nn.Linear(d_in, d_out), nn.ReLU(inplace=True)]
+        layers.append(nn.Linear(hidden, n_out))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        return self.net(s)
+
+
+class Decoder(nn.Module):
+    """G: identity code + AdaIN parameters -> residual image (N, 3, S, S), linear output.
+
+    The upsampling blocks have no normalisation: an instance norm would erase
+    the colour statistics AdaIN just injected, and a layer norm over
+    (C, H, W) is a million-element reduction whose fp32 rounding differs
+    between runtimes by ~1e-4, more than the export parity budget.
+    """
+
+    def __init__(self, cfg: IPMNetConfig) -> None:
+        super().__init__()
+        ch = cfg.content_channels
+        self.blocks = nn.ModuleList(AdaINResBlock(ch, cfg.separable) for _ in range(cfg.n_res))
+        up: list[nn.Module] = []
+        for _ in range(cfg.n_downsample):
+            up += [nn.Upsample(scale_factor=2, mode="nearest"), ConvBlock(ch, ch // 2, cfg.up_kernel, 1, cfg.separable, "none")]
+            ch //= 2
+        pad = cfg.stem_kernel // 2
+        up.append(nn.Conv2d(ch, 3, cfg.stem_kernel, 1, pad))
+        self.up = nn.Sequential(*up)
+
+    @property
+    def n_adain_params(self) -> int:
+        return sum(block.n_params for block in self.blocks)
+
+    def forward(self, code: torch.Tensor, adain_params: torch.Tensor) -> torch.Tensor:
+        h = code
+        sizes = [block.n_params for block in self.blocks]
+        for block, params in zip(self.blocks, adain_params.split(sizes, dim=1)):
+            h = block(h, params)
+        return self.up(h)
+
+
+class Generator(nn.Module):
+    """The per-frame IPM-Net generator.
+
+    ``forward(x, masks, ref_style, alpha)``:
+      s = alpha * ref_style + (1 - alpha) * ES(x, masks)    (paper: S = a S_ref + (1 - a) S_self)
+      r = preprocess(x, masks)
+      out = clamp(r + u * G(EI(r), s), -1, 1)
+
+    Background invariance: out == x exactly wherever the mask union u is 0,
+    for any weights (r == x there and the residual is gated by u).
+
+    ``half_core()`` switches the learned networks to fp16 while the
+    preprocessing, the style mix and the final composition stay fp32, which
+    keeps that invariance exact in half precision too.
+    """
+
+    def __init__(self, cfg: IPMNetConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.preprocess = Preprocess(cfg.texture_sigma, cfg.texture_kernel, cfg.texture_gain)
+        self.enc_id = IdentityEncoder(cfg)
+        self.enc_style = StyleEncoder(cfg)
+        self.dec = Decoder(cfg)
+        self.mlp = MLP(cfg.style_dim, cfg.mlp_dim, self.dec.n_adain_params, cfg.n_mlp)
+
+    @property
+    def core_dtype(self) -> torch.dtype:
+        return self.dec.up[-1].weight.dtype
+
+    def half_core(self) -> Generator:
+        """Run EI, ES, the MLP and G in fp16 (see the class docstring); returns self."""
+        for net in (self.enc_id, self.enc_style, self.mlp, self.dec):
+            net.half()
+        return self
+
+    def encode_style(self, y: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """ES: style code (N, style_dim) of faces y in [-1, 1] with their masks; always fp32."""
+        dt = self.core_dtype
+        return self.enc_style(y.to(dt), masks.to(dt)).float()
+
+    def encode_identity(self, r: torch.Tensor) -> torch.Tensor:
+        """EI on an already preprocessed image."""
+        return self.enc_id(r.to(self.core_dtype))
+
+    def decode(self, code: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """G with the MLP: the residual (N, 3, S, S) fp32 for an identity code and a style code."""
+        return self.dec(code, self.mlp(style.to(self.core_dtype))).float()
+
+    def mix_styles(self, x: torch.Tensor, masks: torch.Tensor, ref_style: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """Makeup intensity: alpha (N,) or (N, 1) blends the reference style with the input's own."""
+        a = alpha.reshape(-1, 1).to(ref_style.dtype)
+        return a * ref_style + (1.0 - a) * self.encode_style(x, masks)
+
+    def forward(self, x: torch.Tensor, masks: torch.Tensor, ref_style: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        u = union_mask(masks)
+        r = self.preprocess(x, masks)
+        s = self.mix_styles(x, masks, ref_style, alpha)
+        residual = self.decode(self.encode_identity(r), s)
+        return (r + u * residual).clamp(-1.0, 1.0)
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN at one scale: strided 4x4 convolutions with LeakyReLU, a 1-channel score map."""
+
+    def __init__(self, c_in: int, dim: int, n_layers: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        ch_in, ch = c_in, dim
+        for _ in range(n_layers):
+            layers += [nn.Conv2d(ch_in, ch, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True)]
+            ch_in, ch = ch, min(ch * 2, dim * 8)
+        layers.append(nn.Conv2d(ch_in, 1, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class MultiScaleDiscriminator(nn.Module):
+    """LSGAN multi-scale discriminator (training only).
+
+    ``n_scales`` PatchGANs see the image at full, half, quarter... resolution,
+    so one judges fine texture and another the overall colour layout.
+    """
+
+    def __init__(self, c_in: int = 3, dim: int = 64, n_layers: int = 4, n_scales: int = 3) -> None:
+        super().__init__()
+        self.scales = nn.ModuleList(PatchDiscriminator(c_in, dim, n_layers) for _ in range(n_scales))
+        self.down = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outs = []
+        for i, disc in enumerate(self.scales):
+            if i:
+                x = self.down(x)
+            outs.append(disc(x))
+        return outs
+
+    def loss_d(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """LSGAN discriminator loss: real patches towards 1, fakes (detached) towards 0."""
+        real_outs, fake_outs = self(real), self(fake.detach())
+        return sum(((r - 1) ** 2).mean() + (f**2).mean() for r, f in zip(real_outs, fake_outs))
+
+    def loss_g(self, fake: torch.Tensor) -> torch.Tensor:
+        """LSGAN generator loss: fake patches towards 1."""
+        return sum(((f - 1) ** 2).mean() for f in self(fake))
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def build_generator(cfg: IPMNetConfig, seed: int | None = None) -> Generator:
+    """A generator with fresh weights; ``seed`` makes them reproducible (tests, export smoke runs)."""
+    if seed is None:
+        return Generator(cfg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Generator(cfg)

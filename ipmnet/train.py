@@ -1,0 +1,340 @@
+"""Training the IPM-Net generator without a makeup dataset.
+
+Each step mixes three kinds of example, all drawn from real aligned faces:
+
+- exact pairs: a random look θ rendered by the procedural renderer onto a
+  second face Y (the reference) and onto the source X (the target), L1 to
+  R(X, θ), weighted up inside the makeup regions;
+- real references (photos wearing makeup, frames of a made-up video):
+  per-region histogram-matching pseudo-targets (BeautyGAN/SSAT) plus a
+  gradient-consistency term that keeps the source's own texture;
+- self-reconstruction: the source with its own style gives itself back.
+
+A style-code reconstruction term asks the output to carry the style it was
+given, and an LSGAN multi-scale adversarial loss joins once the rest has
+converged (``--adv-from``). Checkpoints resume exactly (models, optimisers,
+step, random state); sample grids are written as PNG along the way.
+
+Run: ``python -m ipmnet.train --config lite --steps 6000 --out runs/lite``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ipmnet.config import get_config
+from ipmnet.dataset import FaceSet, load_or_build, split
+from ipmnet.networks import Generator, MultiScaleDiscriminator, build_generator
+from ipmnet.pseudo import histogram_target
+from ipmnet.render import MakeupParams, render
+from realtime import align
+from realtime.masks import region_masks
+
+log = logging.getLogger("ipmcam")
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+
+
+@dataclass
+class TrainSettings:
+    """Everything that decides a run; saved beside its checkpoints."""
+
+    config: str = "lite"
+    steps: int = 6000
+    batch: int = 8
+    size: int = 128  # training resolution; the network is fully convolutional
+    lr: float = 2e-4
+    seed: int = 0
+    p_synthetic: float = 0.6
+    p_real: float = 0.25  # the rest: self-reconstruction
+    w_region: float = 4.0  # extra L1 weight inside the makeup regions
+    w_pseudo: float = 0.5
+    w_gradient: float = 1.0
+    w_code: float = 0.1
+    w_adv: float = 0.05
+    adv_from: int = -1  # step at which the adversarial loss starts; -1: never
+    sample_every: int = 250
+    checkpoint_every: int = 250
+
+
+# ---------------------------------------------------------------- examples
+
+
+def _jitter_pose(crop: np.ndarray, lm: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A small random similarity (rotation, scale, shift) of a crop and its landmarks."""
+    size = crop.shape[0]
+    angle = rng.uniform(-6, 6)
+    scale = rng.uniform(0.94, 1.06)
+    mat = cv2.getRotationMatrix2D((size / 2, size / 2), angle, scale)
+    mat[:, 2] += rng.uniform(-0.02, 0.02, 2) * size
+    return align.warp_to_crop(crop, mat, size), align.transform_points(lm, mat)
+
+
+def _jitter_photo(crop: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Lighting, exposure, white balance, blur and sensor noise, as webcams vary."""
+    img = crop.astype(np.float32) / 255.0
+    img = img ** rng.uniform(0.8, 1.25)
+    img = img * rng.uniform(0.8, 1.15) * rng.uniform(0.94, 1.06, 3) + rng.uniform(-0.04, 0.04)
+    if rng.random() < 0.3:
+        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.3, 1.2))
+    if rng.random() < 0.3:
+        img = img + rng.normal(0, rng.uniform(0.003, 0.02), img.shape).astype(np.float32)
+    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class Example:
+    """One training example at 256: source, reference, target, masks and how to score it."""
+
+    source: np.ndarray
+    source_masks: np.ndarray
+    reference: np.ndarray
+    reference_masks: np.ndarray
+    target: np.ndarray  # exact or pseudo target, float32 BGR
+    kind: int  # 0 synthetic pair, 1 real reference (pseudo-target), 2 self-reconstruction
+
+
+class ExampleMaker:
+    """Draws training examples from a face set."""
+
+    def __init__(self, faces: FaceSet, rng: np.random.Generator, settings: TrainSettings) -> None:
+        self.faces = faces
+        self.rng = rng
+        self.settings = settings
+        self.bare = np.flatnonzero(~faces.makeup)
+        self.made_up = np.flatnonzero(faces.makeup)
+
+    def _face(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        crop, lm = _jitter_pose(self.faces.crops[index], self.faces.landmarks[index], self.rng)
+        return _jitter_photo(crop, self.rng), lm
+
+    def _other(self, index: int, pool: np.ndarray) -> int:
+        """A face of another identity from ``pool``."""
+        for _ in range(20):
+            j = int(self.rng.choice(pool))
+            if self.faces.identity[j] != self.faces.identity[index]:
+                return j
+        return int(self.rng.choice(pool))
+
+    def __call__(self) -> Example:
+        example = self._draw()
+        # Mirroring after rendering keeps landmarks out of it: the source side
+        # (source, its masks, target) flips together, the reference on its own.
+        if self.rng.random() < 0.5:
+            example.source, example.target = _flip(example.source), _flip(example.target)
+            example.source_masks = _flip(example.source_masks, axis=2)
+        if self.rng.random() < 0.5:
+            example.reference, example.reference_masks = _flip(example.reference), _flip(example.reference_masks, axis=2)
+        return example
+
+    def _draw(self) -> Example:
+        r = self.rng.random()
+        s = self.settings
+        i = int(self.rng.choice(self.bare if r < s.p_synthetic else np.arange(len(self.faces))))
+        x, x_lm = self._face(i)
+        x_masks = region_masks(x_lm, x.shape[0])
+        if r < s.p_synthetic:
+            y, y_lm = self._face(self._other(i, np.arange(len(self.faces))))
+            look = MakeupParams.random(self.rng)
+            y_masks = region_masks(y_lm, y.shape[0])
+            ref = render(y, y_lm, look, y_masks)
+            target = render(x, x_lm, look, x_masks).astype(np.float32)
+            return Example(x, x_masks, ref, y_masks, target, 0)
+        if r < s.p_synthetic + s.p_real and len(self.made_up):
+            y, y_lm = self._face(self._other(i, self.made_up))
+            y_masks = region_masks(y_lm, y.shape[0])
+            return Example(x, x_masks, y, y_masks, histogram_target(x, x_masks, y, y_masks), 1)
+        return Example(x, x_masks, x, x_masks, x.astype(np.float32), 2)
+
+
+def _flip(array: np.ndarray, axis: int = 1) -> np.ndarray:
+    return np.ascontiguousarray(np.flip(array, axis=axis))
+
+
+def _to_tensor(images: list[np.ndarray], size: int) -> torch.Tensor:
+    """BGR images (S,S,3) → (N,3,size,size) in [-1, 1]."""
+    arr = np.stack([cv2.resize(im.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA) for im in images])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous() / 127.5 - 1.0
+
+
+def _masks_tensor(masks: list[np.ndarray], size: int) -> torch.Tensor:
+    arr = np.stack([[cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in m] for m in masks])
+    return torch.from_numpy(arr.astype(np.float32))
+
+
+def make_batch(maker: ExampleMaker, n: int, size: int) -> dict[str, torch.Tensor]:
+    examples = [maker() for _ in range(n)]
+    return {
+        "x": _to_tensor([e.source for e in examples], size),
+        "m": _masks_tensor([e.source_masks for e in examples], size),
+        "y": _to_tensor([e.reference for e in examples], size),
+        "my": _masks_tensor([e.reference_masks for e in examples], size),
+        "t": _to_tensor([e.target for e in examples], size),
+        "kind": torch.tensor([e.kind for e in examples]),
+    }
+
+
+# ------------------------------------------------------------------ losses
+
+
+def _gray_gradients(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    g = img.mean(dim=1, keepdim=True)
+    return g[..., :, 1:] - g[..., :, :-1], g[..., 1:, :] - g[..., :-1, :]
+
+
+def generator_losses(gen: Generator, batch: dict[str, torch.Tensor], s: TrainSettings) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+    """Total loss, its named parts, and the generated images."""
+    x, m, y, my, t, kind = batch["x"], batch["m"], batch["y"], batch["my"], batch["t"], batch["kind"]
+    u = m.amax(dim=1, keepdim=True)
+    ref_style = gen.encode_style(y, my)
+    out = gen(x, m, ref_style, torch.ones(len(x), 1))
+    weight = 1.0 + s.w_region * u
+    per_sample_l1 = ((out - t).abs() * weight).mean(dim=(1, 2, 3))
+    exact = kind != 1
+    scale = torch.where(exact, torch.ones_like(per_sample_l1), torch.full_like(per_sample_l1, s.w_pseudo))
+    l_pix = (per_sample_l1 * scale).mean()
+    gx_o, gy_o = _gray_gradients(out)
+    gx_x, gy_x = _gray_gradients(x)
+    real = (kind == 1).float().view(-1, 1, 1, 1)
+    l_grad = ((gx_o - gx_x).abs() * u[..., :, 1:] * real).mean() + ((gy_o - gy_x).abs() * u[..., 1:, :] * real).mean()
+    l_code = F.l1_loss(gen.encode_style(out, m), ref_style.detach())
+    total = l_pix + s.w_gradient * l_grad + s.w_code * l_code
+    parts = {"pix": l_pix.item(), "grad": l_grad.item(), "code": l_code.item()}
+    return total, parts, out
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def _grid(batch: dict[str, torch.Tensor], out: torch.Tensor, rows: int = 4) -> np.ndarray:
+    """Rows of source | reference | output | target, BGR uint8."""
+    def img(t: torch.Tensor) -> np.ndarray:
+        return np.clip((t.detach().permute(1, 2, 0).numpy() + 1.0) * 127.5, 0, 255).astype(np.uint8)
+
+    lines = [np.hstack([img(batch["x"][i]), img(batch["y"][i]), img(out[i]), img(batch["t"][i])])
+             for i in range(min(rows, len(out)))]
+    return np.vstack(lines)
+
+
+def _save_checkpoint(path: Path, step: int, gen: Generator, disc: MultiScaleDiscriminator,
+                     opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, rng: np.random.Generator,
+                     settings: TrainSettings) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"step": step, "gen": gen.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
+                "opt_d": opt_d.state_dict(), "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                "settings": asdict(settings)}, tmp)
+    tmp.replace(path)
+
+
+def train(settings: TrainSettings, data: Path, out_dir: Path, faces_cache: Path,
+          stop_at: int | None = None) -> Generator:
+    """Train (or resume) into ``out_dir``; returns the generator in eval mode.
+
+    ``stop_at`` ends this session early (checkpointed) without changing the
+    schedule, which always spans ``settings.steps``.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "settings.json").write_text(json.dumps(asdict(settings), indent=2))
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
+    faces, held_out = split(load_or_build(data, faces_cache))
+    log.info("training on %d crops (%d identities); %d held out", len(faces), len(set(faces.identity)), len(held_out))
+    cfg = get_config(settings.config)
+    gen = build_generator(cfg, seed=settings.seed)
+    disc = MultiScaleDiscriminator(n_scales=2, dim=32, n_layers=3)
+    opt_g = torch.optim.Adam(gen.parameters(), lr=settings.lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=settings.lr, betas=(0.5, 0.999))
+    ckpt = out_dir / "checkpoint.pt"
+    step = 0
+    if ckpt.is_file():
+        state = torch.load(ckpt, weights_only=False)
+        gen.load_state_dict(state["gen"])
+        disc.load_state_dict(state["disc"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        step = state["step"]
+        log.info("resumed at step %d", step)
+    maker = ExampleMaker(faces, rng, settings)
+    from tqdm import tqdm
+
+    history = out_dir / "loss.jsonl"
+    bar = tqdm(total=settings.steps, initial=step, desc="train", unit="step", disable=None)
+    gen.train()
+    end = min(settings.steps, stop_at if stop_at is not None else settings.steps)
+    while step < end:
+        lr = settings.lr * 0.5 * (1 + math.cos(math.pi * step / settings.steps))
+        for group in opt_g.param_groups:
+            group["lr"] = lr
+        batch = make_batch(maker, settings.batch, settings.size)
+        total, parts, out = generator_losses(gen, batch, settings)
+        adversarial = 0 <= settings.adv_from <= step
+        if adversarial:
+            l_adv = disc.loss_g(out)
+            total = total + settings.w_adv * l_adv
+            parts["adv"] = l_adv.item()
+        opt_g.zero_grad(set_to_none=True)
+        total.backward()
+        opt_g.step()
+        if adversarial:
+            real = batch["t"][batch["kind"] == 0]
+            if len(real):
+                l_d = disc.loss_d(real, out.detach()[batch["kind"] == 0])
+                opt_d.zero_grad(set_to_none=True)
+                l_d.backward()
+                opt_d.step()
+                parts["disc"] = l_d.item()
+        step += 1
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()})
+        with history.open("a") as fh:
+            fh.write(json.dumps({"step": step, "lr": lr, **parts}) + "\n")
+        if step % settings.sample_every == 0 or step == settings.steps:
+            cv2.imwrite(str(out_dir / f"samples_{step:06d}.png"), _grid(batch, out))
+        if step % settings.checkpoint_every == 0 or step == end:
+            _save_checkpoint(ckpt, step, gen, disc, opt_g, opt_d, rng, settings)
+    bar.close()
+    return gen.eval()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train the IPM-Net generator; resumes from OUT/checkpoint.pt.")
+    for name, value in asdict(TrainSettings()).items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="development data (faces/, videos/)")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "lite")
+    parser.add_argument("--faces-cache", type=Path, default=REPO / ".cache" / "faces.npz")
+    parser.add_argument("--export", type=Path, help="write the trained model's ONNX files here (e.g. weights/lite)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = TrainSettings(**{k: getattr(args, k) for k in asdict(TrainSettings())})
+    start = time.perf_counter()
+    gen = train(settings, args.data, args.out, args.faces_cache)
+    log.info("trained %d steps in %.0f s", settings.steps, time.perf_counter() - start)
+    if args.export:
+        from ipmnet.export import export_model
+        from ipmnet.weights import save_weights
+
+        args.export.mkdir(parents=True, exist_ok=True)
+        save_weights(gen, args.export / "generator.safetensors", get_config(settings.config))
+        export_model(gen, settings.config, args.export)
+        log.info("exported to %s", args.export)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""IPM-Net model: shapes, the background-invariance rule, style mixing, discriminator, weights."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from engines.base import EngineError  # noqa: E402
+from ipmnet.config import CONFIGS, IPMNetConfig, get_config  # noqa: E402
+from ipmnet.networks import MultiScaleDiscriminator, build_generator, count_parameters  # noqa: E402
+from ipmnet.preprocess import Preprocess, union_mask  # noqa: E402
+from ipmnet.weights import load_weights, save_weights  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def lite():
+    torch.set_num_threads(1)
+    return build_generator(get_config("lite"), seed=0).eval()
+
+
+def to_tensors(faces) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real aligned crops as the model sees them: float32 [-1, 1] BGR NCHW, masks (N, 3, S, S)."""
+    x = np.stack([crop for crop, _ in faces]).transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0
+    m = np.stack([mask for _, mask in faces])
+    return torch.from_numpy(x), torch.from_numpy(m)
+
+
+def test_shapes_and_dtypes(lite) -> None:
+    cfg = lite.cfg
+    x, m = torch.rand(2, 3, 256, 256) * 2 - 1, torch.rand(2, 3, 256, 256)
+    with torch.no_grad():
+        style = lite.encode_style(x, m)
+        code = lite.encode_identity(lite.preprocess(x, m))
+        out = lite(x, m, style, torch.ones(2))
+    assert style.shape == (2, cfg.style_dim) and style.dtype == torch.float32
+    assert code.shape == (2, cfg.content_channels, 64, 64)
+    assert out.shape == x.shape and out.dtype == torch.float32
+    assert out.min() >= -1 and out.max() <= 1
+
+
+def test_full_config_is_the_papers() -> None:
+    full = get_config("full")
+    assert (full.dim, full.style_dim, full.mlp_dim, full.n_res, full.n_downsample) == (64, 128, 256, 4, 2)
+    gen = build_generator(full, seed=0).eval()
+    with torch.no_grad():  # fully convolutional: a small crop checks the wiring cheaply
+        code = gen.encode_identity(torch.zeros(1, 3, 64, 64))
+        out = gen(torch.zeros(1, 3, 64, 64), torch.ones(1, 3, 64, 64), torch.zeros(1, 128), torch.ones(1, 1))
+    assert code.shape == (1, 256, 16, 16)  # the paper's 256-channel identity code at S/4
+    assert out.shape == (1, 3, 64, 64)
+
+
+def test_parameter_counts() -> None:
+    counts = {name: count_parameters(build_generator(cfg, seed=0)) for name, cfg in CONFIGS.items()}
+    print(f"generator parameters: lite {counts['lite']:,}, full {counts['full']:,}")
+    assert 400_000 <= counts["lite"] <= 800_000
+    assert counts["full"] > 10_000_000
+
+
+def test_background_invariance_on_real_faces(lite, aligned_faces) -> None:
+    """Outside the mask union the output is the input, bit for bit, whatever the weights and style."""
+    x, m = to_tensors(aligned_faces)
+    u = union_mask(m).expand_as(x)
+    outside = u == 0
+    assert outside.any() and (~outside).any()
+    gen = torch.Generator().manual_seed(1)
+    ref = torch.randn(len(x), lite.cfg.style_dim, generator=gen)
+    with torch.no_grad():
+        r = lite.preprocess(x, m)
+        out = lite(x, m, ref, torch.full((len(x),), 0.8))
+    assert torch.equal(r[outside], x[outside])
+    assert torch.equal(out[outside], x[outside])
+    inside = u > 0.5
+    assert (out[inside] - x[inside]).abs().mean() > 1e-2  # and the makeup regions do change
+
+
+def test_preprocess_greys_the_masked_regions(aligned_faces) -> None:
+    x, m = to_tensors(aligned_faces[:2])
+    m = (m > 0.5).float()  # hard masks, so whole regions are fully greyed
+    pre = Preprocess()
+    r = pre(x, m)
+    full = (union_mask(m) == 1).squeeze(1)
+    assert full.sum() > 1000
+    # Fully masked pixels carry only grey + luminance texture: no colour left.
+    assert torch.allclose(r[:, 0][full], r[:, 1][full]) and torch.allclose(r[:, 1][full], r[:, 2][full])
+    assert not torch.allclose(x[:, 0][full], x[:, 2][full])
+    assert torch.equal(pre(x, torch.zeros_like(m)), x)
+
+
+def test_alpha_blends_the_styles(lite) -> None:
+    x, m = torch.rand(2, 3, 256, 256) * 2 - 1, torch.rand(2, 3, 256, 256)
+    ref_a, ref_b = torch.randn(2, lite.cfg.style_dim), torch.randn(2, lite.cfg.style_dim)
+    alpha = torch.tensor([0.25, 0.75])
+    with torch.no_grad():
+        own = lite.encode_style(x, m)
+        mixed = lite.mix_styles(x, m, ref_a, alpha)
+        assert torch.allclose(mixed, alpha[:, None] * ref_a + (1 - alpha[:, None]) * own, atol=1e-6)
+        # alpha = 0 ignores the reference; alpha = 1 follows it; (N,) and (N, 1) mean the same.
+        zero = torch.zeros(2, 1)
+        assert torch.equal(lite(x, m, ref_a, zero), lite(x, m, ref_b, zero))
+        assert not torch.equal(lite(x, m, ref_a, torch.ones(2)), lite(x, m, ref_b, torch.ones(2)))
+        assert torch.equal(lite(x, m, ref_a, alpha), lite(x, m, ref_a, alpha[:, None]))
+
+
+def test_multiscale_discriminator() -> None:
+    disc = MultiScaleDiscriminator(c_in=3, dim=16, n_layers=4, n_scales=3)
+    real, fake = torch.rand(2, 3, 256, 256), torch.rand(2, 3, 256, 256, requires_grad=True)
+    outs = disc(real)
+    assert [tuple(o.shape) for o in outs] == [(2, 1, 16, 16), (2, 1, 8, 8), (2, 1, 4, 4)]
+    loss_d, loss_g = disc.loss_d(real, fake), disc.loss_g(fake)
+    assert loss_d.ndim == 0 and torch.isfinite(loss_d) and loss_g.ndim == 0
+    loss_g.backward()
+    assert fake.grad is not None and fake.grad.abs().sum() > 0
+
+
+def test_config_round_trip_and_errors() -> None:
+    cfg = get_config("lite")
+    assert IPMNetConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown IPM-Net config keys: bogus"):
+        IPMNetConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+    with pytest.raises(ValueError, match="choose one of"):
+        get_config("huge")
+
+
+def test_weights_round_trip(lite, tmp_path) -> None:
+    path = tmp_path / "w.safetensors"
+    save_weights(lite, path, lite.cfg)
+    other = load_weights(build_generator(lite.cfg, seed=1), path)
+    for (name, a), b in zip(lite.state_dict().items(), other.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(EngineError, match="does not fit this model config"):
+        load_weights(build_generator(get_config("full"), seed=0), path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(EngineError, match="unreadable"):
+        load_weights(build_generator(lite.cfg), path)
