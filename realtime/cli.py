@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import signal
 import sys
@@ -21,6 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO_CLIP = REPO / "assets" / "demo.mp4"
 DEMO_REFERENCE = REPO / "assets" / "reference.jpg"
 
+#: Modules that add subcommands: each has ``register(subparsers)``, which adds its
+#: parser(s) with ``set_defaults(handler=...)``. They must import light (no torch).
+EXTENSIONS: tuple[str, ...] = ()
+
 
 def _size(text: str) -> tuple[int, int]:
     try:
@@ -30,7 +35,8 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
-def _engine_args(p: argparse.ArgumentParser) -> None:
+def add_engine_args(p: argparse.ArgumentParser) -> None:
+    """The makeup options every processing command shares."""
     g = p.add_argument_group("makeup")
     g.add_argument("--reference", "-r", type=Path, help="photo of a face wearing the makeup to copy")
     g.add_argument("--engine", default="auto", choices=("auto", "ipmnet", "classic"),
@@ -55,20 +61,26 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--output", "-o", type=Path, help="also record to this video file")
     live.add_argument("--size", type=_size, help="camera capture size, e.g. 1280x720")
     live.add_argument("--fps", type=float, help="camera frame rate to ask for")
-    _engine_args(live)
+    add_engine_args(live)
+    live.set_defaults(handler=cmd_live)
 
     apply = sub.add_parser("apply", help="a video or image file in, a made-up file out")
     apply.add_argument("input", type=Path)
     apply.add_argument("output", type=Path)
-    _engine_args(apply)
+    add_engine_args(apply)
+    apply.set_defaults(handler=cmd_apply)
 
     demo = sub.add_parser("demo", help="the bundled clip and reference → out/demo.mp4 and a before/after PNG")
     demo.add_argument("--out", type=Path, default=Path("out"), help="output folder (default ./out)")
-    _engine_args(demo)
+    add_engine_args(demo)
+    demo.set_defaults(handler=cmd_demo)
+    for module in EXTENSIONS:
+        importlib.import_module(module).register(sub)
     return parser
 
 
-def _make_pipeline(args: argparse.Namespace, source: Any, sinks: list[Any]) -> Any:
+def make_pipeline(args: argparse.Namespace, source: Any, sinks: list[Any]) -> Any:
+    """A pipeline from the shared makeup options (see ``add_engine_args``)."""
     from engines.factory import create_engine
     from realtime.pipeline import Pipeline, PipelineOptions
 
@@ -108,7 +120,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     source = open_source(str(args.input)) if args.input.is_file() else None
     if source is None:
         raise UserError(f"cannot read {args.input}: file not found")
-    pipeline = _make_pipeline(args, source, [sink])
+    pipeline = make_pipeline(args, source, [sink])
     stats = _run(pipeline, getattr(source, "frame_count", 1) or None, args.input.name)
     print(f"{args.output}: {stats.frames} frames, faces in {stats.frames_with_face}, {stats.fps:.1f} fps")
     return 0
@@ -132,7 +144,7 @@ def cmd_live(args: argparse.Namespace) -> int:
     width, height = args.size or (None, None)
     camera = args.camera if not args.camera.isdigit() else int(args.camera)
     source = CameraSource(camera, width=width, height=height, fps=args.fps)
-    pipeline = _make_pipeline(args, source, sinks)
+    pipeline = make_pipeline(args, source, sinks)
     stats = _run(pipeline, None, "live")
     print(f"{stats.frames} frames, {stats.fps:.1f} fps, {stats.dropped} stale camera frames dropped")
     return 0
@@ -165,7 +177,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     middle = max(source.frame_count // 2, 0)
     grab = _GrabSink(middle)
     video = args.out / "demo.mp4"
-    pipeline = _make_pipeline(args, source, [FileSink(video), grab])
+    pipeline = make_pipeline(args, source, [FileSink(video), grab])
     stats = _run(pipeline, source.frame_count, "demo")
     capture = cv2.VideoCapture(str(DEMO_CLIP))
     capture.set(cv2.CAP_PROP_POS_FRAMES, middle)
@@ -178,14 +190,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"live": cmd_live, "apply": cmd_apply, "demo": cmd_demo}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="ipmcam: %(message)s")
     try:
-        return COMMANDS[args.command](args)
+        return args.handler(args)
     except (UserError, EngineError) as exc:
         print(f"ipmcam: error: {exc}", file=sys.stderr)
         return 2
