@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ DEMO_REFERENCE = REPO / "assets" / "reference.jpg"
 
 #: Modules that add subcommands: each has ``register(subparsers)``, which adds its
 #: parser(s) with ``set_defaults(handler=...)``. They must import light (no torch).
-EXTENSIONS: tuple[str, ...] = ()
+EXTENSIONS: tuple[str, ...] = ("ipmnet.evaluate",)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -98,18 +99,28 @@ def make_pipeline(args: argparse.Namespace, source: Any, sinks: list[Any]) -> An
         raise
 
 
-def _run(pipeline: Any, total: int | None, desc: str) -> Any:
-    """Run with a progress bar; SIGTERM and Ctrl-C stop cleanly after the current frame."""
+def _run(pipeline: Any, total: int | None, desc: str) -> tuple[Any, int]:
+    """Run with a progress bar; returns the stats and the exit code.
+
+    Ctrl-C or SIGTERM stops after the current frame, with every sink closed
+    (a video being written is finalised); the exit code is then 128 + the
+    signal number. A second Ctrl-C interrupts at once.
+    """
     from tqdm import tqdm
 
-    signal.signal(signal.SIGTERM, lambda *_: pipeline.stop())
+    received: list[int] = []
+
+    def on_signal(signum: int, _: object) -> None:
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+        pipeline.stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
     with tqdm(total=total, desc=desc, unit="frame", disable=None, leave=False) as bar:
-        try:
-            return pipeline.run(on_frame=lambda _: bar.update(1))
-        except KeyboardInterrupt:
-            pipeline.stop()
-            pipeline.close()
-            raise
+        stats = pipeline.run(on_frame=lambda _: bar.update(1))
+    return stats, 128 + received[0] if received else 0
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
@@ -121,9 +132,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if source is None:
         raise UserError(f"cannot read {args.input}: file not found")
     pipeline = make_pipeline(args, source, [sink])
-    stats = _run(pipeline, getattr(source, "frame_count", 1) or None, args.input.name)
+    stats, code = _run(pipeline, getattr(source, "frame_count", 1) or None, args.input.name)
     print(f"{args.output}: {stats.frames} frames, faces in {stats.frames_with_face}, {stats.fps:.1f} fps")
-    return 0
+    return code
 
 
 def cmd_live(args: argparse.Namespace) -> int:
@@ -145,9 +156,9 @@ def cmd_live(args: argparse.Namespace) -> int:
     camera = args.camera if not args.camera.isdigit() else int(args.camera)
     source = CameraSource(camera, width=width, height=height, fps=args.fps)
     pipeline = make_pipeline(args, source, sinks)
-    stats = _run(pipeline, None, "live")
+    stats, code = _run(pipeline, None, "live")
     print(f"{stats.frames} frames, {stats.fps:.1f} fps, {stats.dropped} stale camera frames dropped")
-    return 0
+    return code
 
 
 class _GrabSink:
@@ -178,7 +189,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     grab = _GrabSink(middle)
     video = args.out / "demo.mp4"
     pipeline = make_pipeline(args, source, [FileSink(video), grab])
-    stats = _run(pipeline, source.frame_count, "demo")
+    stats, code = _run(pipeline, source.frame_count, "demo")
     capture = cv2.VideoCapture(str(DEMO_CLIP))
     capture.set(cv2.CAP_PROP_POS_FRAMES, middle)
     ok, before = capture.read()
@@ -187,7 +198,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if ok and grab.frame is not None:
         cv2.imwrite(str(picture), np.hstack([before, grab.frame]))
     print(f"{video}: {stats.frames} frames, {stats.fps:.1f} fps ({pipeline.engine.name}); before/after: {picture}")
-    return 0
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -202,5 +213,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """Console-script entry: run, then leave without the interpreter's slow teardown.
+
+    Every file and device is closed by ``main``; skipping the native
+    libraries' global destructors is what lets Ctrl-C or SIGTERM end the
+    process well within a second.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -17,16 +17,19 @@ from typing import Any
 import cv2
 import numpy as np
 
-from engines.base import Engine
+from engines.base import Engine, EngineError
 from realtime import masks
 from realtime.blend import add_delta
+from realtime.errors import UserError
 from realtime.reference import align_face, read_reference, reference_crop
 from realtime.sinks import Sink
-from realtime.sources import Source
+from realtime.sources import Source, as_bgr
 from realtime.stages import StageClock
-from realtime.tracker import FaceTracker
+from realtime.tracker import Face, FaceTracker
 
 log = logging.getLogger("ipmcam")
+
+_END = object()  # marks the end of a source's frames
 
 
 @dataclass
@@ -38,6 +41,17 @@ class PipelineOptions:
     min_face_size: float = 48.0  # px: smaller faces pass through untouched
     output_size: tuple[int, int] | None = None  # (width, height); None keeps the source's
     smooth: bool = True
+    fade_seconds: float = 0.2  # a face that appears or vanishes mid-stream fades over this long
+    blackout_after: float = 3.0  # a stalled camera: repeat the last frame this long, then send black
+
+
+@dataclass
+class _Presence:
+    """A face being drawn: its landmarks, how strongly, and when it was last seen."""
+
+    landmarks: np.ndarray
+    strength: float
+    seen_at: float
 
 
 @dataclass
@@ -47,6 +61,8 @@ class RunStats:
     frames: int = 0
     frames_with_face: int = 0
     dropped: int = 0
+    repeated: int = 0  # frames re-sent in place of a stall or an unusable frame
+    skipped: int = 0  # frames that were not images (garbage from a device)
     seconds: float = 0.0
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -71,6 +87,9 @@ class Pipeline:
         self._stop = threading.Event()
         self._opened_size: tuple[int, int] | None = None
         self._closed = False
+        self._presence: dict[int, _Presence] = {}
+        self._last_time: float | None = None
+        self._pending_reference: str | Path | np.ndarray | None = None
         if reference is not None:
             self.set_reference(reference)
 
@@ -85,6 +104,44 @@ class Pipeline:
             self.style = self.engine.encode_style(crop, region)
         self.has_reference = True
 
+    def request_reference(self, reference: str | Path | np.ndarray) -> None:
+        """Swap the reference between two frames of a running stream (thread-safe).
+
+        A reference that cannot be used is logged and the current one stays.
+        """
+        self._pending_reference = reference
+
+    def _swap_reference(self) -> None:
+        reference, self._pending_reference = self._pending_reference, None
+        if reference is None:
+            return
+        try:
+            self.set_reference(reference)
+            log.info("reference changed")
+        except (UserError, EngineError) as exc:
+            log.warning("keeping the current reference: %s", exc)
+
+    def _visible(self, faces: list[Face], timestamp: float) -> list[_Presence]:
+        """Faces to draw, each with a strength that ramps in and out over ``fade_seconds``.
+
+        At the start of a stream faces are drawn fully (nothing to pop from);
+        a face that vanishes keeps its last place while it fades out.
+        """
+        fade = self.options.fade_seconds
+        first = self._last_time is None
+        step = 1.0 if first or fade <= 0 else max(timestamp - self._last_time, 0.0) / fade
+        self._last_time = timestamp
+        current: dict[int, _Presence] = {}
+        for face in faces:
+            before = self._presence.get(face.track_id)
+            strength = 1.0 if first or fade <= 0 else (before.strength if before else 0.0) + step
+            current[face.track_id] = _Presence(face.landmarks, min(strength, 1.0), timestamp)
+        for track_id, gone in self._presence.items():
+            if track_id not in current and gone.strength - step > 0 and timestamp - gone.seen_at <= fade:
+                current[track_id] = _Presence(gone.landmarks, gone.strength - step, gone.seen_at)
+        self._presence = current
+        return [p for p in current.values() if p.strength > 0]
+
     def process(self, image: np.ndarray, timestamp: float) -> tuple[np.ndarray, int]:
         """The made-up frame (a new array) and how many faces were changed."""
         if not self.has_reference:
@@ -92,18 +149,20 @@ class Pipeline:
         out = image.copy()
         with self.clock.stage("landmarks"):
             faces = [f for f in self.tracker(image, timestamp) if f.size >= self.options.min_face_size]
-        if not faces or self.options.intensity <= 0.0:
+        visible = self._visible(faces, timestamp)
+        if not visible or self.options.intensity <= 0.0:
             return out, 0
         with self.clock.stage("align"):
-            aligned = [align_face(image, face.landmarks) for face in faces]
+            aligned = [align_face(image, p.landmarks) for p in visible]
             crops = np.stack([a[0] for a in aligned])
             region = np.stack([a[1] for a in aligned])
         with self.clock.stage("generator"):
             deltas = self.engine.run(crops, region, self.style, self.options.intensity)
         with self.clock.stage("blend"):
-            for (_, face_masks, mat), delta in zip(aligned, deltas):
-                add_delta(out, delta, masks.union(face_masks), mat)
-        return out, len(faces)
+            for (_, face_masks, mat), delta, p in zip(aligned, deltas, visible):
+                add_delta(out, delta if p.strength >= 1.0 else delta * np.float32(p.strength),
+                          masks.union(face_masks), mat)
+        return out, len(visible)
 
     def stop(self) -> None:
         """Ask ``run`` to finish after the current frame (thread- and signal-safe)."""
@@ -122,20 +181,42 @@ class Pipeline:
                 sink.write(frame)
 
     def run(self, max_frames: int | None = None, on_frame: Callable[[int], None] | None = None) -> RunStats:
-        """Process the source into the sinks until it ends, ``max_frames``, a sink asks, or ``stop()``."""
+        """Process the source into the sinks until it ends, ``max_frames``, a sink asks, or ``stop()``.
+
+        While a live camera stalls, or hands out a frame that is no image, the
+        last output frame is re-sent (black after ``blackout_after`` seconds)
+        so viewers of the virtual camera see a still picture rather than a
+        frozen or vanished device.
+        """
         if self.source is None:
             raise RuntimeError("this pipeline has no source")
         stats = RunStats()
         start = time.perf_counter()
         frames = iter(self.source)
+        last_out: np.ndarray | None = None
+        stalled_since: float | None = None
         try:
             while not self._stop.is_set() and (max_frames is None or stats.frames < max_frames):
                 with self.clock.stage("capture"):
-                    frame = next(frames, None)
-                if frame is None:
+                    frame = next(frames, _END)
+                if frame is _END:
                     break
-                out, changed = self.process(frame.image, frame.timestamp)
+                image = None if frame is None else as_bgr(frame.image)
+                if image is None:  # a stalled camera, or a frame that is no image
+                    stats.skipped += frame is not None
+                    if last_out is not None:
+                        now = time.perf_counter()
+                        stalled_since = stalled_since or now
+                        if now - stalled_since >= self.options.blackout_after:
+                            last_out = np.zeros_like(last_out)
+                        self._publish(last_out, self.source.fps)
+                        stats.repeated += 1
+                    continue
+                stalled_since = None
+                self._swap_reference()
+                out, changed = self.process(image, frame.timestamp)
                 self._publish(out, self.source.fps)
+                last_out = out
                 self.clock.record("latency", (time.perf_counter() - frame.captured_at) * 1000.0)
                 stats.frames += 1
                 stats.frames_with_face += changed > 0

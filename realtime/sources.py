@@ -45,10 +45,37 @@ class Source(ABC):
     dropped: int = 0
 
     @abstractmethod
-    def __iter__(self) -> Iterator[Frame]: ...
+    def __iter__(self) -> Iterator[Frame | None]:
+        """Frames in order; a live source yields None when no frame came in time (a stall)."""
 
     def close(self) -> None:
         """Stop reading and release the device or file."""
+
+
+def as_bgr(image: Any) -> np.ndarray | None:
+    """A frame as contiguous HxWx3 uint8 BGR, or None when it cannot be one.
+
+    Cameras and decoders do hand out odd frames: grey, with alpha, 16-bit,
+    empty. The pipeline converts what it can and skips the rest.
+    """
+    if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
+        return None
+    if image.shape[0] < 2 or image.shape[1] < 2:
+        return None
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        if not np.issubdtype(image.dtype, np.number):
+            return None
+        scale = 255.0 if np.nanmax(image) <= 1.0 else 1.0
+        image = np.clip(np.nan_to_num(image.astype(np.float32) * scale), 0, 255).astype(np.uint8)
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.shape[2] != 3:
+        return None
+    return np.ascontiguousarray(image)
 
 
 def _read_image(path: Path) -> np.ndarray:
@@ -73,13 +100,19 @@ CaptureFactory = Callable[[], Any]  # returns an object with cv2.VideoCapture's 
 
 
 class _CaptureThread(threading.Thread):
-    """Reads frames from a capture object and hands them to ``deliver`` until stopped."""
+    """Reads frames from a capture object and hands them to ``deliver`` until stopped.
 
-    def __init__(self, capture: Any, deliver: Callable[[Frame | None], None], fps: float) -> None:
+    When a read fails, ``recover`` decides: it returns a new capture object to
+    go on with (a reconnected camera), or None to end (the end of a file).
+    """
+
+    def __init__(self, capture: Any, deliver: Callable[[Frame | None], None], fps: float,
+                 recover: Callable[[threading.Event], Any] | None = None) -> None:
         super().__init__(daemon=True, name="ipmcam-capture")
         self.capture = capture
         self.deliver = deliver
         self.fps = fps
+        self.recover = recover
         self.stop_event = threading.Event()
 
     def run(self) -> None:
@@ -87,8 +120,11 @@ class _CaptureThread(threading.Thread):
         try:
             while not self.stop_event.is_set():
                 ok, image = self.capture.read()
-                if not ok or image is None:
-                    break
+                if not ok or image is None or image.size == 0:
+                    self.capture = self.recover(self.stop_event) if self.recover else None
+                    if self.capture is None:
+                        break
+                    continue
                 self.deliver(Frame(image, index, index / self.fps, time.perf_counter()))
                 index += 1
         finally:
@@ -140,29 +176,59 @@ class VideoFileSource(Source):
 class CameraSource(Source):
     """A live camera (index or stream URL): the newest frame wins, stale ones are dropped.
 
-    ``capture_factory`` opens the device; tests pass a fake one.
+    A camera that stops delivering (unplugged, driver hiccup) is reopened with
+    exponential backoff; meanwhile iteration yields None every ``stall_timeout``
+    seconds so the pipeline can keep its sinks fed. ``capture_factory`` opens
+    the device; tests pass a fake one.
     """
 
     live = True
 
     def __init__(self, device: int | str, width: int | None = None, height: int | None = None,
-                 fps: float | None = None, capture_factory: CaptureFactory | None = None) -> None:
+                 fps: float | None = None, capture_factory: CaptureFactory | None = None,
+                 stall_timeout: float = 0.5, max_backoff: float = 4.0) -> None:
         self.device = device
-        factory = capture_factory or (lambda: cv2.VideoCapture(device))
-        self._capture = factory()
-        if not self._capture.isOpened():
+        self._factory = capture_factory or (lambda: cv2.VideoCapture(device))
+        self._settings = (width, height, fps)
+        self.stall_timeout = stall_timeout
+        self.max_backoff = max_backoff
+        self._capture = self._open()
+        if self._capture is None:
             raise SourceError(f"cannot open camera {device!r}: no such device, or it is in use by another program")
-        if width and height:
-            self._capture.set(cv2.CAP_PROP_FRAME_WIDTH, width)
-            self._capture.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
-        if fps:
-            self._capture.set(cv2.CAP_PROP_FPS, fps)
         self.fps = float(self._capture.get(cv2.CAP_PROP_FPS) or fps or 30.0)
         self._latest: Frame | None = None
         self._ended = False
         self._cond = threading.Condition()
-        self._thread = _CaptureThread(self._capture, self._deliver, self.fps)
+        self._thread = _CaptureThread(self._capture, self._deliver, self.fps, recover=self._reconnect)
         self.dropped = 0
+        self.reconnects = 0
+
+    def _open(self) -> Any:
+        capture = self._factory()
+        if not capture.isOpened():
+            capture.release()
+            return None
+        width, height, fps = self._settings
+        if width and height:
+            capture.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+            capture.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+        if fps:
+            capture.set(cv2.CAP_PROP_FPS, fps)
+        return capture
+
+    def _reconnect(self, stop: threading.Event) -> Any:
+        """Reopen the camera, waiting 0.25 s, 0.5 s, 1 s ... (at most ``max_backoff``) between tries."""
+        self._thread.capture.release()
+        delay = 0.25
+        log.warning("camera %r stopped delivering frames; reconnecting", self.device)
+        while not stop.wait(delay):
+            capture = self._open()
+            if capture is not None:
+                self.reconnects += 1
+                log.warning("camera %r is back", self.device)
+                return capture
+            delay = min(delay * 2, self.max_backoff)
+        return None
 
     def _deliver(self, frame: Frame | None) -> None:
         with self._cond:
@@ -181,20 +247,21 @@ class CameraSource(Source):
             frame, self._latest = self._latest, None
             return frame
 
-    def __iter__(self) -> Iterator[Frame]:
+    def __iter__(self) -> Iterator[Frame | None]:
         if not self._thread.is_alive():
             self._thread.start()
         while True:
-            frame = self.read_latest()
-            if frame is None:
+            frame = self.read_latest(self.stall_timeout)
+            if frame is None and self._ended:
                 return
             yield frame
 
     def close(self) -> None:
         self._thread.stop_event.set()
         if self._thread.is_alive():
-            self._thread.join(timeout=1.0)
-        self._capture.release()
+            self._thread.join(timeout=0.5)
+        if self._thread.capture is not None:
+            self._thread.capture.release()
 
 
 def open_source(spec: str | int, **camera_options: Any) -> Source:

@@ -78,6 +78,7 @@ class FaceTracker:
     confirm: bool = True
     _tracks: list[_Track] = field(default_factory=list, init=False)
     _next_id: int = field(default=0, init=False)
+    _frame_shape: tuple[int, ...] | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         # mediapipe's native logging floods the terminal; keep only errors.
@@ -85,13 +86,7 @@ class FaceTracker:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         import mediapipe as mp  # heavy import: only when a tracker is made
 
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=self.static,
-            max_num_faces=self.max_faces,
-            refine_landmarks=True,
-            min_detection_confidence=self.min_detection_confidence,
-            min_tracking_confidence=0.5,
-        )
+        self._mesh = self._new_mesh()
         detection = mp.solutions.face_detection.FaceDetection
         # (detector, pad the frame, score it must reach); scores are checked here because
         # the short-range graph does not apply its own threshold to every detection.
@@ -102,12 +97,37 @@ class FaceTracker:
              SHORT_RANGE_CONFIDENCE),
         ]
 
+    def _new_mesh(self) -> object:
+        import mediapipe as mp
+
+        return mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=self.static,
+            max_num_faces=self.max_faces,
+            refine_landmarks=True,
+            min_detection_confidence=self.min_detection_confidence,
+            min_tracking_confidence=0.5,
+        )
+
+    def _follow_size(self, shape: tuple[int, ...]) -> None:
+        """Start tracking afresh when the frame size changes.
+
+        In video mode mediapipe carries the face's region from one frame to the
+        next in normalised coordinates; after a resolution change that region
+        points at the wrong place and the mesh lands beside the face.
+        """
+        if self._frame_shape is not None and shape != self._frame_shape and not self.static:
+            self._mesh.close()
+            self._mesh = self._new_mesh()
+            self._tracks = []
+        self._frame_shape = shape
+
     def detect(self, frame_bgr: np.ndarray) -> list[np.ndarray]:
         """Raw landmarks (478, 2) in pixels for each face mesh fitted, unsmoothed and unconfirmed.
 
         Still images are padded first (close-up crops are otherwise missed); video
         frames are not, since mesh tracking carries a face from frame to frame.
         """
+        self._follow_size(frame_bgr.shape)
         if self.static:
             image, pad = _padded(frame_bgr)
         else:

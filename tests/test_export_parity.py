@@ -21,17 +21,29 @@ from ipmnet.networks import build_generator  # noqa: E402
 from ipmnet.weights import read_manifest, save_weights  # noqa: E402
 
 
-@pytest.fixture(scope="module", params=["lite", "full"])
-def exported(request, tmp_path_factory) -> tuple[str, object, Path]:
+def export_random(name: str, root: Path, fp16: bool) -> tuple[object, Path]:
     """A random-init model (fixed seed) exported through the CLI, as a training run's weights would be."""
     torch.set_num_threads(2)
-    name = request.param
     model = build_generator(get_config(name), seed=0).eval()
-    root = tmp_path_factory.mktemp(name)
     save_weights(model, root / "trained.safetensors", model.cfg)
-    export.main(["--config", name, "--weights", str(root / "trained.safetensors"), "--out", str(root / "model")]
-                + (["--fp16"] if name == "lite" else []))
-    return name, model, root / "model"
+    args = ["--config", name, "--weights", str(root / "trained.safetensors"), "--out", str(root / "model")]
+    export.main(args + (["--fp16"] if fp16 else []))
+    return model, root / "model"
+
+
+@pytest.fixture(scope="module")
+def lite(tmp_path_factory) -> tuple[object, Path]:
+    return export_random("lite", tmp_path_factory.mktemp("lite"), fp16=True)
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory) -> tuple[object, Path]:
+    return export_random("full", tmp_path_factory.mktemp("full"), fp16=False)
+
+
+@pytest.fixture(params=["lite", "full"])
+def exported(request) -> tuple[object, Path]:
+    return request.getfixturevalue(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +60,9 @@ def session(path: Path) -> ort.InferenceSession:
 
 
 def test_graphs_are_valid_opset17_with_dynamic_batch(exported) -> None:
-    _, _, root = exported
-    for file, inputs in (("style_encoder.onnx", ["image", "masks"]), ("generator.onnx", ["image", "masks", "style", "alpha"])):
+    _, root = exported
+    graphs = {"style_encoder.onnx": ["image", "masks"], "generator.onnx": ["image", "masks", "style", "alpha"]}
+    for file, inputs in graphs.items():
         model = onnx.load(str(root / file))
         onnx.checker.check_model(model, full_check=True)
         assert {op.domain: op.version for op in model.opset_import}[""] == 17
@@ -59,7 +72,7 @@ def test_graphs_are_valid_opset17_with_dynamic_batch(exported) -> None:
 
 @pytest.mark.parametrize("batch", [1, 4])
 def test_onnxruntime_matches_torch(exported, real_batch, batch) -> None:
-    _, model, root = exported
+    model, root = exported
     crops, masks = real_batch
     x, m = to_model_input(crops[:batch]), masks[:batch]
     alpha = np.linspace(1.0, 0.4, batch, dtype=np.float32)[:, None]
@@ -74,10 +87,8 @@ def test_onnxruntime_matches_torch(exported, real_batch, batch) -> None:
     assert np.array_equal(out[outside], x[outside])
 
 
-def test_fp16_graph_is_close_and_keeps_the_background(exported, real_batch) -> None:
-    name, _, root = exported
-    if name != "lite":
-        pytest.skip("fp16 graph exported for lite only")
+def test_fp16_graph_is_close_and_keeps_the_background(lite, real_batch) -> None:
+    _, root = lite
     crops, masks = real_batch
     x, m = to_model_input(crops[:2]), masks[:2]
     style = session(root / "style_encoder.onnx").run(None, {"image": x, "masks": m})[0]
@@ -90,10 +101,8 @@ def test_fp16_graph_is_close_and_keeps_the_background(exported, real_batch) -> N
     assert np.array_equal(out16[outside], x[outside])
 
 
-def test_manifest_detects_missing_truncated_and_tampered_files(exported, tmp_path) -> None:
-    name, _, root = exported
-    if name != "lite":
-        pytest.skip("file checks need one model directory")
+def test_manifest_detects_missing_truncated_and_tampered_files(lite, tmp_path) -> None:
+    _, root = lite
     manifest = read_manifest(root)
     assert manifest.config == get_config("lite") and manifest.opset == 17
     manifest.verify(manifest.files)  # the exported directory is intact
@@ -121,13 +130,12 @@ def test_manifest_detects_missing_truncated_and_tampered_files(exported, tmp_pat
         load(root, backend="onnxruntime", precision="int8")
 
 
-def test_engine_encodes_the_reference_once(exported, aligned_faces, caplog) -> None:
-    name, model, root = exported
-    if name != "lite":
-        pytest.skip("engine behaviour is config-independent")
+def test_engine_encodes_the_reference_once(lite, aligned_faces, caplog) -> None:
+    model, root = lite
     with caplog.at_level(logging.INFO, logger="ipmcam"):
         engine = load(root)  # auto: onnxruntime on a machine without a GPU
     assert engine.name.startswith("ipmnet/")
+    assert "skipped" in caplog.text or "tensorrt" in engine.name  # auto explains what it passed over
     ref_crop, ref_masks = aligned_faces[-1]
     style = engine.encode_style(ref_crop, ref_masks)
     assert style.shape == (1, model.cfg.style_dim)
@@ -155,10 +163,10 @@ def test_engine_encodes_the_reference_once(exported, aligned_faces, caplog) -> N
 
 
 @pytest.mark.gpu
-def test_torch_cuda_backend_matches_onnxruntime(exported, real_batch) -> None:
+def test_torch_cuda_backend_matches_onnxruntime(lite, real_batch) -> None:
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    name, _, root = exported
+    _, root = lite
     crops, masks = real_batch
     cpu = load(root, backend="onnxruntime")
     style = cpu.encode_style(crops[0], masks[0])
@@ -168,8 +176,7 @@ def test_torch_cuda_backend_matches_onnxruntime(exported, real_batch) -> None:
     for _ in range(2):  # the second call replays the captured CUDA graph
         assert np.abs(fp32.run(crops, masks, style) - expected).max() < 0.05
     assert np.abs(fp32.run(crops[:1], masks[:1], style) - expected[:1]).max() < 0.05
-    if name == "lite":
-        fp16 = load(root, backend="torch", precision="fp16")
-        delta = fp16.run(crops, masks, style)
-        assert np.abs(delta - expected).max() < 1.5
-        assert np.all(delta[np.broadcast_to((masks.max(axis=1) == 0)[..., None], delta.shape)] == 0)
+    fp16 = load(root, backend="torch", precision="fp16")
+    delta = fp16.run(crops, masks, style)
+    assert np.abs(delta - expected).max() < 1.5
+    assert np.all(delta[np.broadcast_to((masks.max(axis=1) == 0)[..., None], delta.shape)] == 0)

@@ -12,14 +12,14 @@ from realtime.sources import CameraSource, ImageSource, VideoFileSource, open_so
 
 
 class FakeCapture:
-    """A camera that produces numbered frames at a fixed rate."""
+    """A camera that produces numbered frames at a fixed rate, then is unplugged for good."""
 
-    def __init__(self, n: int = 60, interval: float = 0.005) -> None:
-        self.n, self.interval, self.i = n, interval, 0
+    def __init__(self, n: int = 60, interval: float = 0.005, start: int = 0) -> None:
+        self.n, self.interval, self.i = n, interval, start
         self.released = threading.Event()
 
     def isOpened(self) -> bool:  # noqa: N802 - cv2.VideoCapture's name
-        return True
+        return self.i < self.n
 
     def set(self, *_: object) -> bool:
         return True
@@ -41,9 +41,11 @@ class FakeCapture:
 
 def test_camera_drops_stale_frames_and_yields_the_newest() -> None:
     capture = FakeCapture(n=60, interval=0.004)
-    source = CameraSource(0, capture_factory=lambda: capture)
+    source = CameraSource(0, capture_factory=lambda: capture, stall_timeout=0.05)
     seen = []
     for frame in source:
+        if frame is None:  # the camera is gone: the stream stalls instead of ending
+            break
         seen.append(frame.index)
         time.sleep(0.02)  # a slow consumer: 5x slower than the camera
     source.close()
@@ -52,6 +54,34 @@ def test_camera_drops_stale_frames_and_yields_the_newest() -> None:
     assert source.dropped >= 60 - len(seen) - 1
     assert seen[-1] >= 55  # the newest frames still arrive
     assert capture.released.is_set()
+
+
+def test_unplugged_camera_stalls_then_reconnects() -> None:
+    plugged = [FakeCapture(n=5, interval=0.002), FakeCapture(n=10, interval=0.002, start=5)]
+    attempts = []
+
+    def factory():
+        attempts.append(1)
+        # Two failed tries while unplugged, then the second device comes back.
+        if len(attempts) in (2, 3):
+            return FakeCapture(n=0)
+        return plugged.pop(0)
+
+    source = CameraSource(0, capture_factory=factory, stall_timeout=0.05)
+    got, stalls = [], 0
+    for frame in source:
+        if frame is None:
+            stalls += 1
+            if stalls > 100:
+                break
+            continue
+        got.append(int(frame.image[0, 0, 0]))
+        time.sleep(0.005)
+        if got[-1] == 9:
+            break
+    source.close()
+    assert stalls >= 1 and source.reconnects == 1
+    assert got[-1] == 9 and got == sorted(got)
 
 
 def test_camera_that_cannot_open_is_a_clear_error() -> None:

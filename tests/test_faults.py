@@ -1,0 +1,227 @@
+"""Fault injection: odd frames, failing sources, bad references and outputs, signals.
+
+Real frames from ../shared/data go through a source that can be told to
+fail; the checks are on the frames that come out and on exit codes.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from realtime.pipeline import Pipeline, PipelineOptions
+from realtime.sinks import NullSink
+from realtime.sources import Frame, Source
+from tests.test_pipeline import RedLips, _face_hull
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Recorder(NullSink):
+    """Keeps every frame it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept: list[np.ndarray] = []
+
+    def write(self, frame: np.ndarray) -> None:
+        super().write(frame)
+        self.kept.append(frame.copy())
+
+
+class FlakySource(Source):
+    """Real frames, with faults injected at chosen indices: ``{index: fault}``.
+
+    Faults: "stall" (yields None, as a live camera does), "garbage" (a frame of
+    the wrong kind), "resize" (this and later frames at half size), "noise"
+    (a valid image with no face).
+    """
+
+    live = True
+
+    def __init__(self, frames: list[np.ndarray], faults: dict[int, str]) -> None:
+        self.frames, self.faults, self.fps = frames, faults, 30.0
+        self.closed = False
+
+    def __iter__(self) -> Iterator[Frame | None]:
+        half = False
+        for i, image in enumerate(self.frames):
+            fault = self.faults.get(i)
+            if fault == "stall":
+                yield None
+                continue
+            if fault == "resize":
+                half = True
+            if half:
+                image = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2))
+            if fault == "garbage":
+                image = np.zeros((0, 0), np.uint8) if i % 2 else "not a frame"
+            if fault == "noise":
+                image = np.random.default_rng(i).integers(0, 256, image.shape, dtype=np.uint8)
+            yield Frame(image, i, i / self.fps, time.perf_counter())
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture(scope="module")
+def clip(shared_data) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(shared_data / "videos" / "d18.mp4"))
+    frames = [cap.read()[1] for _ in range(24)]
+    cap.release()
+    return frames
+
+
+def _run(frames, faults, reference_image, **options) -> tuple[Recorder, object, FlakySource]:
+    source = FlakySource(frames, faults)
+    sink = Recorder()
+    stats = Pipeline(source, RedLips(), [sink], PipelineOptions(**options), reference=reference_image).run()
+    return sink, stats, source
+
+
+def test_stalls_and_garbage_repeat_the_last_good_frame(clip, reference_image) -> None:
+    faults = {5: "stall", 6: "stall", 9: "garbage", 10: "garbage", 14: "noise"}
+    sink, stats, source = _run(clip, faults, reference_image, fade_seconds=0.0)
+    assert len(sink.kept) == len(clip)  # one output per input slot: nothing lost, nothing extra
+    assert np.array_equal(sink.kept[5], sink.kept[4]) and np.array_equal(sink.kept[6], sink.kept[4])
+    assert np.array_equal(sink.kept[9], sink.kept[8])
+    assert stats.skipped == 2 and stats.repeated == 4 and source.closed
+    # The noise frame has no face: it passes through unchanged.
+    noise = np.random.default_rng(14).integers(0, 256, clip[14].shape, dtype=np.uint8)
+    assert np.array_equal(sink.kept[14], noise)
+
+
+def test_stall_turns_black_after_the_timeout(clip, reference_image) -> None:
+    faults = {i: "stall" for i in range(3, 8)}
+    sink, _, _ = _run(clip[:8], faults, reference_image, blackout_after=0.0)
+    assert sink.kept[3].max() == 0 and sink.kept[2].max() > 0
+
+
+def test_resolution_change_keeps_the_published_size(clip, reference_image) -> None:
+    sink, stats, _ = _run(clip[:12], {6: "resize"}, reference_image)
+    assert {f.shape for f in sink.kept} == {clip[0].shape}
+    assert stats.frames_with_face == 12
+
+
+def test_face_fades_in_after_the_start_and_out_when_lost(clip, reference_image) -> None:
+    frames = clip[:4] + [np.random.default_rng(0).integers(0, 256, clip[0].shape, dtype=np.uint8)] * 8 + clip[4:10]
+    sink, _, _ = _run(frames, {}, reference_image, fade_seconds=0.1)
+    change = [int(np.abs(o.astype(int) - f.astype(int)).sum()) for o, f in zip(sink.kept, frames)]
+    assert change[1] > 0  # the stream starts at full strength
+    assert 0 < change[4] < change[3]  # the lost face fades out over a few frames...
+    assert change[8] == 0  # ...then nothing is drawn
+    assert 0 < change[12] < change[14]  # and it fades back in when it returns
+
+
+def test_several_faces_and_a_face_at_the_edge(clip, reference_image) -> None:
+    pair = np.hstack([clip[0], clip[10]])
+    edge = np.ascontiguousarray(clip[0][:, 200:])  # the face's right third is outside the frame
+    engine = RedLips()
+    pipeline = Pipeline(None, engine, options=PipelineOptions(max_faces=2, smooth=False), reference=reference_image)
+    out, faces = pipeline.process(pair, 0.0)
+    assert faces == 2
+    outside = ~_face_hull(pair, grow=20)
+    assert np.array_equal(out[outside], pair[outside])
+    out, faces = pipeline.process(edge, 1.0)
+    assert faces == 1
+    outside = ~_face_hull(edge, grow=20)
+    assert np.array_equal(out[outside], edge[outside])
+    pipeline.close()
+
+
+def test_tiny_face_passes_through(clip, reference_image) -> None:
+    canvas = np.zeros((720, 1280, 3), np.uint8)
+    canvas[300:348, 600:648] = cv2.resize(clip[0], (48, 48))
+    pipeline = Pipeline(None, RedLips(), reference=reference_image)
+    out, faces = pipeline.process(canvas, 0.0)
+    pipeline.close()
+    assert faces == 0 and np.array_equal(out, canvas)
+
+
+def test_hot_swap_to_a_bad_reference_keeps_the_current_one(clip, reference_image, shared_data) -> None:
+    engine = RedLips()
+    source = FlakySource(clip[:6], {})
+    pipeline = Pipeline(source, engine, [NullSink()], reference=reference_image)
+    pipeline.request_reference(shared_data / "stills" / "s25.jpg")  # a dog: refused, logged
+    stats = pipeline.run()
+    assert stats.frames == 6 and engine.style_calls == 1 and pipeline.has_reference
+
+
+def _cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "realtime", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
+def _one_line_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("ipmcam: error:")]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def test_bad_references_are_one_line_errors(tmp_path, shared_data, clip) -> None:
+    still = str(shared_data / "stills" / "d9.jpg")
+    out = str(tmp_path / "o.png")
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    two = tmp_path / "two.png"
+    cv2.imwrite(str(two), np.hstack([clip[0], clip[10]]))
+    cases = {
+        str(tmp_path / "missing.jpg"): "file not found",
+        str(text): "not a readable image",
+        str(shared_data / "stills" / "s25.jpg"): "no face found",
+        str(two): "2 faces found",
+    }
+    for reference, expected in cases.items():
+        line = _one_line_error(_cli("apply", still, out, "--reference", reference, "--engine", "classic"))
+        assert expected in line, line
+
+
+def test_unwritable_output_fails_before_processing(tmp_path, shared_data) -> None:
+    line = _one_line_error(_cli("apply", str(shared_data / "videos" / "d18.mp4"), str(tmp_path / "no" / "x.mp4"),
+                                "--reference", str(REPO / "assets" / "reference.jpg")))
+    assert "does not exist" in line
+
+
+def test_truncated_video_ends_cleanly_with_a_valid_output(tmp_path, shared_data) -> None:
+    data = (shared_data / "videos" / "d18.mp4").read_bytes()
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(data[: len(data) * 2 // 5])
+    out = tmp_path / "out.mp4"
+    proc = _cli("apply", str(broken), str(out), "--reference", str(REPO / "assets" / "reference.jpg"),
+                "--engine", "classic")
+    if proc.returncode == 2:  # the container index was cut off: refused up front, in one line
+        assert "not a readable video" in _one_line_error(proc)
+        return
+    assert proc.returncode == 0, proc.stderr
+    cap = cv2.VideoCapture(str(out))
+    written = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    ok, _ = cap.read()
+    assert ok and 0 < written < 216
+
+
+def test_sigterm_finalises_the_output_within_a_second(tmp_path, shared_data) -> None:
+    out = tmp_path / "out.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "realtime", "apply", str(shared_data / "videos" / "d6.mp4"),
+                             str(out), "--reference", str(REPO / "assets" / "reference.jpg"), "--engine", "classic"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.exists() or out.stat().st_size < 50_000):
+        time.sleep(0.2)
+    sent = time.perf_counter()
+    os.kill(proc.pid, signal.SIGTERM)
+    code = proc.wait(timeout=10)
+    elapsed = time.perf_counter() - sent
+    assert code == 128 + signal.SIGTERM
+    assert elapsed < 1.0, elapsed
+    cap = cv2.VideoCapture(str(out))
+    assert cap.read()[0] and 0 < int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) < 1008
