@@ -365,10 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     log.info("trained %d steps in %.0f s", settings.steps, time.perf_counter() - start)
     if args.export:
         from ipmnet.export import export_model
-        from ipmnet.weights import save_weights
 
-        args.export.mkdir(parents=True, exist_ok=True)
-        save_weights(gen, args.export / "generator.safetensors", get_config(settings.config))
         export_model(gen, settings.config, args.export)
         log.info("exported to %s", args.export)
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from engines.base import Engine, EngineError
 from realtime import masks
+from realtime.async_generator import AsyncGenerator
 from realtime.blend import add_delta
 from realtime.errors import UserError
 from realtime.reference import align_face, read_reference, reference_crop
@@ -43,12 +44,14 @@ class PipelineOptions:
     smooth: bool = True
     fade_seconds: float = 0.2  # a face that appears or vanishes mid-stream fades over this long
     blackout_after: float = 3.0  # a stalled camera: repeat the last frame this long, then send black
+    async_inference: bool = False  # run the generator in a worker; frames reuse the newest delta
 
 
 @dataclass
 class _Presence:
     """A face being drawn: its landmarks, how strongly, and when it was last seen."""
 
+    track_id: int
     landmarks: np.ndarray
     strength: float
     seen_at: float
@@ -90,6 +93,7 @@ class Pipeline:
         self._presence: dict[int, _Presence] = {}
         self._last_time: float | None = None
         self._pending_reference: str | Path | np.ndarray | None = None
+        self._async = AsyncGenerator(engine) if self.options.async_inference else None
         if reference is not None:
             self.set_reference(reference)
 
@@ -135,10 +139,10 @@ class Pipeline:
         for face in faces:
             before = self._presence.get(face.track_id)
             strength = 1.0 if first or fade <= 0 else (before.strength if before else 0.0) + step
-            current[face.track_id] = _Presence(face.landmarks, min(strength, 1.0), timestamp)
+            current[face.track_id] = _Presence(face.track_id, face.landmarks, min(strength, 1.0), timestamp)
         for track_id, gone in self._presence.items():
             if track_id not in current and gone.strength - step > 0 and timestamp - gone.seen_at <= fade:
-                current[track_id] = _Presence(gone.landmarks, gone.strength - step, gone.seen_at)
+                current[track_id] = _Presence(track_id, gone.landmarks, gone.strength - step, gone.seen_at)
         self._presence = current
         return [p for p in current.values() if p.strength > 0]
 
@@ -157,12 +161,31 @@ class Pipeline:
             crops = np.stack([a[0] for a in aligned])
             region = np.stack([a[1] for a in aligned])
         with self.clock.stage("generator"):
-            deltas = self.engine.run(crops, region, self.style, self.options.intensity)
+            deltas = self._generate(crops, region, [p.track_id for p in visible])
         with self.clock.stage("blend"):
             for (_, face_masks, mat), delta, p in zip(aligned, deltas, visible):
                 add_delta(out, delta if p.strength >= 1.0 else delta * np.float32(p.strength),
                           masks.union(face_masks), mat)
         return out, len(visible)
+
+    def _generate(self, crops: np.ndarray, region: np.ndarray, track_ids: list[int]) -> list[np.ndarray]:
+        """Deltas for the faces: computed now, or (asynchronous mode) the newest ones available.
+
+        An older delta is clipped to the current masks, so lipstick never
+        lands on teeth the mouth has just shown.
+        """
+        if self._async is None:
+            return list(self.engine.run(crops, region, self.style, self.options.intensity))
+        self._async.submit(crops, region, self.style, self.options.intensity, track_ids)
+        self._async.forget(track_ids)
+        deltas = []
+        for track_id, face_masks in zip(track_ids, region):
+            delta = self._async.latest(track_id)
+            if delta is None:  # a new face: wait once, so it never shows bare
+                delta = self._async.wait_for(track_id, timeout=2.0)
+            deltas.append(np.zeros(crops.shape[1:], np.float32) if delta is None
+                          else delta * (masks.union(face_masks) > 0)[..., None])
+        return deltas
 
     def stop(self) -> None:
         """Ask ``run`` to finish after the current frame (thread- and signal-safe)."""
@@ -245,5 +268,7 @@ class Pipeline:
             except Exception as exc:  # noqa: BLE001 - close the rest, then report the first
                 errors.append(exc)
         self.tracker.close()
+        if self._async is not None:
+            self._async.close()
         if errors:
             raise errors[0]
