@@ -1,0 +1,60 @@
+"""The command line end to end: the demo, apply on real files, lips that move towards the reference."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ipmnet.color import delta_e2000, robust_colour, to_lab
+from realtime.masks import LIPS
+from realtime.reference import reference_crop
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "realtime", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
+def test_demo_writes_a_video_like_its_input_and_a_before_after(tmp_path) -> None:
+    proc = _cli("demo", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert "fps" in proc.stdout
+    src, out = cv2.VideoCapture(str(REPO / "assets" / "demo.mp4")), cv2.VideoCapture(str(tmp_path / "demo.mp4"))
+    for prop in (cv2.CAP_PROP_FRAME_COUNT, cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT, cv2.CAP_PROP_FPS):
+        assert out.get(prop) == src.get(prop)
+    picture = cv2.imread(str(tmp_path / "demo_before_after.png"))
+    h, w = int(src.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(src.get(cv2.CAP_PROP_FRAME_WIDTH))
+    assert picture.shape == (h, 2 * w, 3)
+    assert not np.array_equal(picture[:, :w], picture[:, w:])
+
+
+def _lips(image: np.ndarray) -> np.ndarray:
+    crop, masks = reference_crop(image)
+    return robust_colour(to_lab(crop), masks[LIPS])
+
+
+def test_apply_moves_lips_towards_a_strong_reference(tmp_path, shared_data) -> None:
+    reference = shared_data / "faces" / "makeup" / "vFG112.png"  # deep red lipstick
+    ref_lips = _lips(cv2.imread(str(reference)))
+    assert np.hypot(*ref_lips[1:]) > 30
+    for name in ("d9.jpg", "d8.jpg"):
+        out = tmp_path / f"{name}.png"
+        proc = _cli("apply", str(shared_data / "stills" / name), str(out), "--reference", str(reference),
+                    "--engine", "classic")
+        assert proc.returncode == 0, proc.stderr
+        before = delta_e2000(_lips(cv2.imread(str(shared_data / "stills" / name))), ref_lips)
+        after = delta_e2000(_lips(cv2.imread(str(out))), ref_lips)
+        assert after < 0.7 * before, (name, before, after)
+
+
+def test_apply_to_a_still_without_a_face_copies_it_exactly(tmp_path, shared_data) -> None:
+    out = tmp_path / "dog.png"
+    proc = _cli("apply", str(shared_data / "stills" / "s25.jpg"), str(out), "--reference",
+                str(REPO / "assets" / "reference.jpg"), "--engine", "classic")
+    assert proc.returncode == 0, proc.stderr
+    assert np.array_equal(cv2.imread(str(out)), cv2.imread(str(shared_data / "stills" / "s25.jpg")))
