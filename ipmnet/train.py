@@ -6,7 +6,7 @@ Each step mixes three kinds of example, all drawn from real aligned faces:
   second face Y (the reference) and onto the source X (the target), L1 to
   R(X, θ), weighted up inside the makeup regions;
 - real references (photos wearing makeup, frames of a made-up video):
-  per-region histogram-matching pseudo-targets (BeautyGAN/SSAT) plus a
+  per-region colour-matching pseudo-targets (BeautyGAN/SSAT) plus a
   gradient-consistency term that keeps the source's own texture;
 - self-reconstruction: the source with its own style gives itself back.
 
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from ipmnet.config import get_config
 from ipmnet.dataset import FaceSet, load_or_build, split
 from ipmnet.networks import Generator, MultiScaleDiscriminator, build_generator
-from ipmnet.pseudo import histogram_target
+from ipmnet.pseudo import region_colour_target
 from ipmnet.render import MakeupParams, render
 from realtime import align
 from realtime.masks import region_masks
@@ -156,7 +156,7 @@ class ExampleMaker:
         if r < s.p_synthetic + s.p_real and len(self.made_up):
             y, y_lm = self._face(self._other(i, self.made_up))
             y_masks = region_masks(y_lm, y.shape[0])
-            return Example(x, x_masks, y, y_masks, histogram_target(x, x_masks, y, y_masks), 1)
+            return Example(x, x_masks, y, y_masks, region_colour_target(x, x_masks, y, y_masks), 1)
         return Example(x, x_masks, x, x_masks, x.astype(np.float32), 2)
 
 

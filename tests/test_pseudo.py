@@ -1,18 +1,27 @@
-"""Histogram-matching pseudo-targets."""
+"""Pseudo-targets for real references: colours move, shading stays, nothing outside changes."""
 from __future__ import annotations
 
 import numpy as np
 
-from ipmnet.pseudo import histogram_target, match_values
+from ipmnet.color import to_lab
+from ipmnet.pseudo import match_moments, region_colour_target
 
 
-def test_match_values_takes_the_reference_distribution_and_keeps_order() -> None:
+def test_match_moments_takes_the_reference_mean_and_keeps_order() -> None:
     rng = np.random.default_rng(0)
-    src = rng.normal(0, 1, 500)
-    ref = rng.normal(100, 5, 800)
-    out = match_values(src, ref)
-    assert abs(out.mean() - 100) < 1 and abs(out.std() - 5) < 0.5
-    assert np.array_equal(np.argsort(out), np.argsort(src))
+    src = rng.normal([50, 10, 10], 2.0, (500, 3))
+    ref = rng.normal([40, 50, 30], 3.0, (800, 3))
+    out = match_moments(src, ref)
+    np.testing.assert_allclose(out.mean(axis=0), [40, 50, 30], atol=0.5)
+    assert np.array_equal(np.argsort(out[:, 0]), np.argsort(src[:, 0]))
+
+
+def test_outliers_in_the_reference_do_not_scatter_colours() -> None:
+    rng = np.random.default_rng(1)
+    src = rng.normal([60, 15, 15], 1.0, (400, 3))
+    ref = np.vstack([rng.normal([45, 55, 30], 1.0, (360, 3)), rng.normal([5, 0, 0], 1.0, (40, 3))])  # lashes
+    out = match_moments(src, ref)
+    assert out.std(axis=0).max() < 3.0
 
 
 def test_regions_take_reference_colours_and_the_rest_is_untouched() -> None:
@@ -24,7 +33,9 @@ def test_regions_take_reference_colours_and_the_rest_is_untouched() -> None:
     src_m[0, 8:16, 8:24] = 1
     ref_m = np.zeros_like(src_m)
     ref_m[0, 4:12, 4:20] = 1
-    out = histogram_target(src, src_m, ref, ref_m)
-    np.testing.assert_allclose(out[8:16, 8:24], np.broadcast_to([40, 20, 220], (8, 16, 3)))
+    out = region_colour_target(src, src_m, ref, ref_m)
+    lab_out = to_lab(np.clip(np.rint(out[8:16, 8:24]), 0, 255).astype(np.uint8)).reshape(-1, 3).mean(axis=0)
+    lab_ref = to_lab(ref[4:12, 4:20]).reshape(-1, 3).mean(axis=0)
+    np.testing.assert_allclose(lab_out, lab_ref, atol=1.5)
     outside = src_m[0] == 0
     assert np.array_equal(out[outside], src[outside].astype(np.float32))
