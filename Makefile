@@ -17,6 +17,10 @@ demo: $(STAMP)
 	$(VENV)/bin/ipmcam demo --out out
 
 test: $(STAMP)
+	@command -v Xvfb >/dev/null && command -v xwd >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb x11-apps >/dev/null; } || \
+	  echo "note: Xvfb/xwd not installed: the preview screenshot test will be skipped"
 	$(VENV)/bin/python -m pytest -q
 
 clean:

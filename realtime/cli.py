@@ -25,7 +25,14 @@ DEMO_REFERENCE = REPO / "assets" / "reference.jpg"
 
 #: Modules that add subcommands: each has ``register(subparsers)``, which adds its
 #: parser(s) with ``set_defaults(handler=...)``. They must import light (no torch).
-EXTENSIONS: tuple[str, ...] = ("ipmnet.evaluate",)
+EXTENSIONS: tuple[str, ...] = (
+    "ipmnet.evaluate",
+    "calibration.cli",
+    "realtime.bench",
+    "realtime.soak",
+    "realtime.presets",
+    "realtime.config",
+)
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -36,10 +43,25 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def _strengths(text: str) -> dict[str, float]:
+    from realtime.mixing import parse_strengths
+
+    return parse_strengths(text)
+
+
 def add_engine_args(p: argparse.ArgumentParser) -> None:
     """The makeup options every processing command shares."""
+    p.add_argument("--config", type=Path, help="TOML file of settings (flags win); see `ipmcam config --print`")
     g = p.add_argument_group("makeup")
-    g.add_argument("--reference", "-r", type=Path, help="photo of a face wearing the makeup to copy")
+    g.add_argument("--reference", "-r", type=Path,
+                   help="photo of a face wearing the makeup to copy, a folder of them (n/p cycle), or a preset name")
+    g.add_argument("--preset", help="a built-in look instead of a photo (list: `ipmcam presets`)")
+    g.add_argument("--remove", action="store_true", help="take makeup off: copy the bare preset")
+    g.add_argument("--lips", help="photo or preset whose lips to copy (per-region mixing)")
+    g.add_argument("--eyes", help="photo or preset whose eye shadow to copy")
+    g.add_argument("--skin", help="photo or preset whose skin, blush and foundation to copy")
+    g.add_argument("--strength", type=_strengths, metavar="REGION=S,...",
+                   help="per-region strength 0..1, e.g. lips=1,eyes=0.5,skin=0.3 (regions: lips, eyes, skin)")
     g.add_argument("--engine", default="auto", choices=("auto", "ipmnet", "classic"),
                    help="auto: the neural model when its weights are installed, else classic")
     g.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "torch", "tensorrt"))
@@ -47,6 +69,10 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model-dir", type=Path, help="folder with generator.onnx, style_encoder.onnx, manifest.json")
     g.add_argument("--intensity", type=float, default=1.0, help="0 leaves the face unchanged, 1 copies fully")
     g.add_argument("--max-faces", type=int, default=1, help="how many faces to make up per frame")
+    o = p.add_argument_group("output")
+    o.add_argument("--mirror", action="store_true", help="flip left-right (selfie view)")
+    o.add_argument("--output-size", type=_size, metavar="WxH", help="publish at this size (default: the input's)")
+    o.add_argument("--output-fps", type=float, metavar="FPS", help="publish at this rate (default: the input's)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--output", "-o", type=Path, help="also record to this video file")
     live.add_argument("--size", type=_size, help="camera capture size, e.g. 1280x720")
     live.add_argument("--fps", type=float, help="camera frame rate to ask for")
+    live.add_argument("--screenshots", type=Path, default=Path("screenshots"),
+                      help="folder for screenshots taken with the s key (default ./screenshots)")
     add_engine_args(live)
     live.set_defaults(handler=cmd_live)
 
@@ -80,26 +108,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def make_pipeline(args: argparse.Namespace, source: Any, sinks: list[Any]) -> Any:
-    """A pipeline from the shared makeup options (see ``add_engine_args``)."""
+def make_pipeline(args: argparse.Namespace, source: Any, sinks: list[Any], plan: Any = None) -> Any:
+    """A pipeline from the shared makeup options (see ``add_engine_args``).
+
+    ``plan`` (``realtime.presets.plan_references``) is worked out from the
+    reference options when not given.
+    """
     from engines.factory import create_engine
     from realtime.pipeline import Pipeline, PipelineOptions
+    from realtime.presets import plan_references
 
-    if args.reference is None:
-        raise UserError("choose a reference photo with --reference PATH")
+    try:
+        plan = plan or plan_references(args, with_presets=False)
+    except BaseException:
+        if source is not None:
+            source.close()
+        raise
     engine = create_engine(args.engine, args.backend, args.precision,
                            model_dir=str(args.model_dir) if args.model_dir else None)
     log.info("engine: %s", engine.name)
-    options = PipelineOptions(max_faces=args.max_faces, intensity=args.intensity)
+    options = PipelineOptions(max_faces=args.max_faces, intensity=args.intensity,
+                              strengths=getattr(args, "strength", None), mirror=getattr(args, "mirror", False),
+                              output_size=getattr(args, "output_size", None),
+                              output_fps=getattr(args, "output_fps", None))
     try:
-        return Pipeline(source, engine, sinks, options, reference=args.reference)
+        return Pipeline(source, engine, sinks, options, reference=plan.initial)
     except BaseException:
         if source is not None:
             source.close()
         raise
 
 
-def _run(pipeline: Any, total: int | None, desc: str) -> tuple[Any, int]:
+def _run(pipeline: Any, total: int | None, desc: str, on_frame: Any = None) -> tuple[Any, int]:
     """Run with a progress bar; returns the stats and the exit code.
 
     Ctrl-C or SIGTERM stops after the current frame, with every sink closed
@@ -118,8 +158,13 @@ def _run(pipeline: Any, total: int | None, desc: str) -> tuple[Any, int]:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
+    def step(n: int) -> None:
+        bar.update(1)
+        if on_frame is not None:
+            on_frame(n)
+
     with tqdm(total=total, desc=desc, unit="frame", disable=None, leave=False) as bar:
-        stats = pipeline.run(on_frame=lambda _: bar.update(1))
+        stats = pipeline.run(on_frame=step)
     return stats, 128 + received[0] if received else 0
 
 
@@ -148,15 +193,24 @@ def cmd_live(args: argparse.Namespace) -> int:
         vcam.open(*(args.size or (640, 480)), args.fps or 30.0)
         vcam.close()
         sinks.append(vcam)
-    if args.preview:
-        sinks.append(PreviewSink())
+    preview = PreviewSink() if args.preview else None
+    if preview is not None:
+        sinks.append(preview)
     if not sinks:
         raise UserError("choose an output: --virtual-cam, --preview and/or --output FILE")
+    from realtime.presets import plan_references
+
+    plan = plan_references(args, with_presets=preview is not None)  # a bad reference fails before the camera opens
     width, height = args.size or (None, None)
-    camera = args.camera if not args.camera.isdigit() else int(args.camera)
-    source = CameraSource(camera, width=width, height=height, fps=args.fps)
-    pipeline = make_pipeline(args, source, sinks)
-    stats, code = _run(pipeline, None, "live")
+    camera = str(args.camera)
+    source = CameraSource(int(camera) if camera.isdigit() else camera, width=width, height=height, fps=args.fps)
+    pipeline = make_pipeline(args, source, sinks, plan)
+    controller = None
+    if preview is not None:
+        from realtime.controls import Controller
+
+        controller = Controller(pipeline, preview, plan.cycle, screenshots=args.screenshots)
+    stats, code = _run(pipeline, None, "live", controller.on_frame if controller else None)
     print(f"{stats.frames} frames, {stats.fps:.1f} fps, {stats.dropped} stale camera frames dropped")
     return code
 
@@ -202,7 +256,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from realtime.config import parse_args
+
+    parser = build_parser()
+    try:
+        args = parse_args(parser, argv)  # the config file's settings, then the flags
+    except UserError as exc:
+        print(f"ipmcam: error: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="ipmcam: %(message)s")
     try:
         return args.handler(args)

@@ -7,9 +7,10 @@ owns the clean shutdown.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import cv2
 import numpy as np
 
 from engines.base import Engine, EngineError
-from realtime import masks
+from realtime import masks, mixing
 from realtime.async_generator import AsyncGenerator
 from realtime.blend import add_delta
 from realtime.errors import UserError
@@ -45,6 +46,32 @@ class PipelineOptions:
     fade_seconds: float = 0.2  # a face that appears or vanishes mid-stream fades over this long
     blackout_after: float = 3.0  # a stalled camera: repeat the last frame this long, then send black
     async_inference: bool = False  # run the generator in a worker; frames reuse the newest delta
+    strengths: dict[str, float] | None = None  # per region (lips, eyes, skin), 0..1; None: all 1
+    mirror: bool = False  # flip frames left-right first (selfie view)
+    effect: bool = True  # False: frames pass through (faces still tracked, so turning it on is instant)
+    split: bool = False  # before/after: left half as captured, right half made up
+    output_fps: float | None = None  # publish at this rate (frames dropped or repeated); None: the source's
+
+
+@dataclass(frozen=True)
+class ReferenceCrop:
+    """A reference already read, found and aligned: only its style is left to compute."""
+
+    crop: np.ndarray
+    region: np.ndarray
+    name: str = "reference"
+
+
+def prepare_reference(reference: str | Path | np.ndarray | ReferenceCrop) -> ReferenceCrop:
+    """The slow part of using a reference (reading, finding the face, aligning); safe off the video thread."""
+    if isinstance(reference, ReferenceCrop):
+        return reference
+    if isinstance(reference, np.ndarray):
+        image, name = reference, "reference"
+    else:
+        image, name = read_reference(reference), f"reference {reference}"
+    crop, region = reference_crop(image, name)
+    return ReferenceCrop(crop, region, name)
 
 
 @dataclass
@@ -66,6 +93,7 @@ class RunStats:
     dropped: int = 0
     repeated: int = 0  # frames re-sent in place of a stall or an unusable frame
     skipped: int = 0  # frames that were not images (garbage from a device)
+    resampled: int = 0  # frames left out to publish at ``output_fps``
     seconds: float = 0.0
     stages: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -93,22 +121,45 @@ class Pipeline:
         self._presence: dict[int, _Presence] = {}
         self._last_time: float | None = None
         self._pending_reference: str | Path | np.ndarray | None = None
-        self._async = AsyncGenerator(engine) if self.options.async_inference else None
+        # Every engine call goes through the mixer: per-region references and strengths, one call per frame.
+        self._runner = mixing.Mixer(engine, lambda: self.options.strengths)
+        self._async = AsyncGenerator(self._runner) if self.options.async_inference else None
         if reference is not None:
             self.set_reference(reference)
 
-    def set_reference(self, reference: str | Path | np.ndarray) -> None:
-        """Analyse a reference photo once; every later frame reuses its style."""
-        if isinstance(reference, np.ndarray):
-            image, name = reference, "reference"
+    def set_reference(self, reference: str | Path | np.ndarray | ReferenceCrop | Mapping[str, Any]) -> None:
+        """Analyse a reference photo once; every later frame reuses its style.
+
+        A mapping {"lips": ref, "eyes": ref, "skin": ref} copies each region
+        from its own reference (a region left out keeps the face's own look);
+        each distinct reference is analysed once.
+        """
+        if isinstance(reference, Mapping):
+            self.style = self._region_styles(reference)
         else:
-            image, name = read_reference(reference), f"reference {reference}"
-        crop, region = reference_crop(image, name)
-        with self.clock.stage("style"):
-            self.style = self.engine.encode_style(crop, region)
+            prepared = prepare_reference(reference)
+            with self.clock.stage("style"):
+                self.style = self.engine.encode_style(prepared.crop, prepared.region)
         self.has_reference = True
 
-    def request_reference(self, reference: str | Path | np.ndarray) -> None:
+    def _region_styles(self, references: Mapping[str, Any]) -> mixing.RegionStyles:
+        unknown = set(references) - set(mixing.REGIONS)
+        if unknown:
+            raise UserError(f"unknown regions {sorted(unknown)}: choose from {', '.join(mixing.REGIONS)}")
+        keys: list[Any] = []
+        styles: list[Any] = []
+        owner: dict[str, int] = {}
+        for region, reference in references.items():
+            key = id(reference) if isinstance(reference, (np.ndarray, ReferenceCrop)) else str(Path(reference).resolve())
+            if key not in keys:
+                prepared = prepare_reference(reference)
+                with self.clock.stage("style"):
+                    styles.append(self.engine.encode_style(prepared.crop, prepared.region))
+                keys.append(key)
+            owner[region] = keys.index(key)
+        return mixing.RegionStyles(tuple(styles), owner)
+
+    def request_reference(self, reference: str | Path | np.ndarray | ReferenceCrop | Mapping[str, Any]) -> None:
         """Swap the reference between two frames of a running stream (thread-safe).
 
         A reference that cannot be used is logged and the current one stays.
@@ -150,11 +201,19 @@ class Pipeline:
         """The made-up frame (a new array) and how many faces were changed."""
         if not self.has_reference:
             raise RuntimeError("set a reference before processing frames")
+        if self.options.mirror:
+            image = np.ascontiguousarray(image[:, ::-1])
+        out, changed = self._process(image, timestamp)
+        if self.options.split:
+            _split_view(image, out)
+        return out, changed
+
+    def _process(self, image: np.ndarray, timestamp: float) -> tuple[np.ndarray, int]:
         out = image.copy()
         with self.clock.stage("landmarks"):
             faces = [f for f in self.tracker(image, timestamp) if f.size >= self.options.min_face_size]
         visible = self._visible(faces, timestamp)
-        if not visible or self.options.intensity <= 0.0:
+        if not visible or self.options.intensity <= 0.0 or not self.options.effect:
             return out, 0
         with self.clock.stage("align"):
             aligned = [align_face(image, p.landmarks) for p in visible]
@@ -175,7 +234,7 @@ class Pipeline:
         lands on teeth the mouth has just shown.
         """
         if self._async is None:
-            return list(self.engine.run(crops, region, self.style, self.options.intensity))
+            return list(self._runner.run(crops, region, self.style, self.options.intensity))
         self._async.submit(crops, region, self.style, self.options.intensity, track_ids)
         self._async.forget(track_ids)
         deltas = []
@@ -192,6 +251,7 @@ class Pipeline:
         self._stop.set()
 
     def _publish(self, frame: np.ndarray, fps: float) -> None:
+        fps = self.options.output_fps or fps
         h, w = frame.shape[:2]
         if self._opened_size is None:
             self._opened_size = self.options.output_size or (w, h)
@@ -218,6 +278,9 @@ class Pipeline:
         frames = iter(self.source)
         last_out: np.ndarray | None = None
         stalled_since: float | None = None
+        rate = self.options.output_fps
+        first_time: float | None = None
+        published = 0
         try:
             while not self._stop.is_set() and (max_frames is None or stats.frames < max_frames):
                 with self.clock.stage("capture"):
@@ -236,9 +299,19 @@ class Pipeline:
                         stats.repeated += 1
                     continue
                 stalled_since = None
+                copies = 1
+                if rate:  # publish at the output rate: frames between two ticks are left out, or repeated
+                    now = frame.captured_at if self.source.live else frame.timestamp
+                    first_time = now if first_time is None else first_time
+                    copies = min(math.floor((now - first_time) * rate + 1e-6) + 1 - published, max(int(rate), 1))
+                    if copies <= 0:
+                        stats.resampled += 1
+                        continue
                 self._swap_reference()
                 out, changed = self.process(image, frame.timestamp)
-                self._publish(out, self.source.fps)
+                for _ in range(copies):
+                    self._publish(out, self.source.fps)
+                published += copies
                 last_out = out
                 self.clock.record("latency", (time.perf_counter() - frame.captured_at) * 1000.0)
                 stats.frames += 1
@@ -272,3 +345,16 @@ class Pipeline:
             self._async.close()
         if errors:
             raise errors[0]
+
+
+def _split_view(before: np.ndarray, after: np.ndarray) -> None:
+    """In place: the left half of ``after`` shows ``before``, with a divider and labels."""
+    h, w = after.shape[:2]
+    half = w // 2
+    after[:, :half] = before[:, :half]
+    cv2.line(after, (half, 0), (half, h - 1), (255, 255, 255), max(1, w // 400), cv2.LINE_AA)
+    scale = max(h / 900.0, 0.4)
+    for text, x in (("before", 10), ("after", half + 10)):
+        org = (x, h - int(14 * scale) - 4)
+        cv2.putText(after, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(after, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)

@@ -9,6 +9,7 @@ import logging
 import os
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,33 +134,63 @@ class VirtualCameraSink(Sink):
 
 
 class PreviewSink(Sink):
-    """An OpenCV window with an FPS overlay; Esc or q ends the run."""
+    """An OpenCV window with an FPS overlay; Esc or q ends the run.
 
-    def __init__(self, title: str = "ipmcam", show_fps: bool = True) -> None:
+    ``overlay``, when set, draws on a copy of each frame before it is shown
+    (help, stats): what other sinks get is never touched. Keys pressed in the
+    window collect in ``pressed`` for a controller to take (``take_keys``);
+    ``last_frame`` is the newest frame as published, without overlays.
+    """
+
+    def __init__(self, title: str = "ipmcam", show_fps: bool = True,
+                 overlay: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.title = title
         self.show_fps = show_fps
+        self.overlay = overlay
         self._stop = False
         self._last = time.perf_counter()
         self._fps = 0.0
         self.last_key = -1
+        self.pressed: list[int] = []
+        self.last_frame: np.ndarray | None = None
+
+    @property
+    def fps(self) -> float:
+        """Frames shown per second (smoothed)."""
+        return self._fps
+
+    def take_keys(self) -> list[int]:
+        """Keys pressed since the last call, oldest first."""
+        keys, self.pressed = self.pressed, []
+        return keys
 
     def open(self, width: int, height: int, fps: float) -> None:
         try:
-            cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
+            cv2.namedWindow(self.title, cv2.WINDOW_NORMAL | cv2.WINDOW_GUI_NORMAL)  # no toolbar: keys do it all
         except cv2.error:
             raise SinkError("cannot open a preview window: no display (set DISPLAY, or drop --preview)") from None
+        try:
+            cv2.resizeWindow(self.title, width, height)  # start at the video's own size, not the toolkit's default
+        except cv2.error:
+            pass
 
     def write(self, frame: np.ndarray) -> None:
         now = time.perf_counter()
         self._fps = 0.9 * self._fps + 0.1 / max(now - self._last, 1e-6) if self._fps else 1.0 / max(now - self._last, 1e-6)
         self._last = now
+        self.last_frame = frame
         shown = frame
-        if self.show_fps:
+        if self.show_fps or self.overlay is not None:
             shown = frame.copy()
+        if self.overlay is not None:
+            shown = self.overlay(shown)
+        if self.show_fps:
             cv2.putText(shown, f"{self._fps:5.1f} fps", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 0), 4, cv2.LINE_AA)
             cv2.putText(shown, f"{self._fps:5.1f} fps", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 255), 2, cv2.LINE_AA)
         cv2.imshow(self.title, shown)
         self.last_key = cv2.waitKey(1) & 0xFF
+        if self.last_key != 0xFF:
+            self.pressed.append(self.last_key)
         if self.last_key in (27, ord("q")):
             self._stop = True
 
