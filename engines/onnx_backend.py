@@ -88,7 +88,12 @@ class OnnxBackend:
         used = self.generator_session.get_providers()[0].replace("ExecutionProvider", "").lower()
         self.name = f"onnxruntime-{used}" if used != "cpu" else "onnxruntime"
         self.precision = precision
-        log.info("onnxruntime %s, providers %s, %d threads", generator_file, self.generator_session.get_providers(), options.intra_op_num_threads)
+        log.info(
+            "onnxruntime %s, providers %s, %d threads",
+            generator_file,
+            self.generator_session.get_providers(),
+            options.intra_op_num_threads,
+        )
 
     @staticmethod
     def _run(session, feeds: dict[str, np.ndarray], output: str, shape: tuple[int, ...]) -> np.ndarray:

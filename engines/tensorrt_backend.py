@@ -9,6 +9,14 @@
   The style encoder, whose code needs no exactness, is built with the FP16
   flag.
 
+* int8 by implicit calibration (TensorRT 10 only: ``IInt8EntropyCalibrator2``
+  is gone from TensorRT 11): with a calibration set (``calibration_set=`` or
+  $IPMCAM_TRT_CALIBRATION, a set from ``ipmcam calibrate build-set``) the
+  fp32 ``generator.onnx`` is built with the INT8 and FP16 flags and an
+  entropy calibrator fed from the set; its scales are kept in a calibration
+  cache file next to the engines. The preprocessing and composition layers
+  are pinned to fp32, as the QDQ graph keeps them float.
+
 Engines are cached by ``engines.engine_cache`` (key: ONNX sha256, TensorRT
 version, GPU, compute capability, build mode, batch profile) together with
 TensorRT's timing cache. Device buffers come from cuda-python, or pycuda
@@ -17,14 +25,17 @@ backend is constructed.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from engines.base import EngineError
-from engines.engine_cache import EngineCache, EngineKey
+from engines.engine_cache import EngineCache, EngineKey, atomic_write
 from ipmnet.weights import GENERATOR_FILES, STYLE_ENCODER, Manifest
 
 log = logging.getLogger("ipmcam")
@@ -162,8 +173,10 @@ def profile_shapes(onnx_path: Path, max_batch: int, opt_batch: int) -> Shapes:
     return tuple(shapes)
 
 
-def build_plan(trt: Any, onnx_path: Path, mode: str, shapes: Shapes, timing_cache: bytes) -> tuple[bytes, bytes]:
-    """Build a serialized engine; ``mode`` is "fp32", "fp16" (builder flag) or "typed" (strongly typed).
+def build_plan(trt: Any, onnx_path: Path, mode: str, shapes: Shapes, timing_cache: bytes,
+               calibrator: Any = None, calibration_batch: int = 1) -> tuple[bytes, bytes]:
+    """Build a serialized engine; ``mode`` is "fp32", "fp16" (builder flag) or "typed" (strongly typed),
+    or "int8-calibrated" (INT8 + FP16 flags, ``calibrator`` fed ``calibration_batch`` samples at a time).
 
     Returns the plan and the updated timing cache.
     """
@@ -185,6 +198,8 @@ def build_plan(trt: Any, onnx_path: Path, mode: str, shapes: Shapes, timing_cach
     for name, (lo, opt, hi) in shapes:
         profile.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(profile)
+    if mode == "int8-calibrated":
+        configure_implicit_int8(trt, network, builder, config, shapes, calibrator, calibration_batch)
     config.set_timing_cache(config.create_timing_cache(timing_cache), False)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
@@ -214,7 +229,8 @@ class TrtGraph:
             self.context.set_input_shape(n, tuple(self.engine.get_tensor_profile_shape(n, 0)[2]))
         self.buffers: dict[str, int] = {}
         for n in names:
-            self.buffers[n] = cuda.malloc(int(np.prod(tuple(self.context.get_tensor_shape(n)))) * self.dtypes[n].itemsize)
+            count = int(np.prod(tuple(self.context.get_tensor_shape(n))))
+            self.buffers[n] = cuda.malloc(count * self.dtypes[n].itemsize)
             self.context.set_tensor_address(n, self.buffers[n])
 
     def _run_chunk(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
@@ -232,9 +248,8 @@ class TrtGraph:
     def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Run a batch of any size, in chunks of at most ``max_batch``."""
         n = next(iter(feeds.values())).shape[0]
-        chunks = [
-            self._run_chunk({k: v[i : i + self.max_batch] for k, v in feeds.items()}) for i in range(0, n, self.max_batch)
-        ]
+        step = self.max_batch
+        chunks = [self._run_chunk({k: v[i : i + step] for k, v in feeds.items()}) for i in range(0, n, step)]
         return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
     def close(self) -> None:
@@ -242,6 +257,110 @@ class TrtGraph:
             self.cuda.free(ptr)
         self.buffers.clear()
         self.context = self.engine = None
+
+
+# --------------------------------------------------------------------------- implicit INT8 calibration
+
+#: environment variable naming a calibration set (.npz); with it, precision int8 uses implicit calibration
+CALIBRATION_ENV = "IPMCAM_TRT_CALIBRATION"
+#: samples per calibration batch, and at most how many samples are fed
+CALIBRATION_BATCH = 8
+CALIBRATION_SAMPLES = 256
+#: ONNX node-name prefixes of the learned networks; every other layer (preprocessing, composition) stays fp32
+LEARNED_PREFIXES = ("/enc_id/", "/enc_style/", "/dec/", "/mlp/")
+
+
+def has_implicit_calibration(trt: Any) -> bool:
+    """Whether this TensorRT still offers calibrators (TensorRT 10 does, 11 does not)."""
+    return hasattr(trt, "IInt8EntropyCalibrator2")
+
+
+def calibration_batches(calib: Any, batch: int, limit: int = CALIBRATION_SAMPLES) -> Iterator[dict[str, np.ndarray]]:
+    """Full batches of generator feeds from a ``calibration.dataset.CalibrationSet`` (a short last one is dropped:
+    the calibration profile has a fixed batch size)."""
+    for feeds in calib.generator_batches(batch, limit):
+        if len(feeds["image"]) == batch:
+            yield feeds
+
+
+def make_entropy_calibrator(trt: Any, cuda: CudaRuntime, batches: Iterable[dict[str, np.ndarray]], batch: int,
+                            cache_file: Path) -> Any:
+    """An ``IInt8EntropyCalibrator2`` that copies each batch to device buffers and caches its scales in ``cache_file``.
+
+    The class is defined here, only once TensorRT is imported, since its base class lives in TensorRT.
+    """
+    base = getattr(trt, "IInt8EntropyCalibrator2", None)
+    if base is None:
+        raise EngineError(f"TensorRT {getattr(trt, '__version__', '?')} has no IInt8EntropyCalibrator2")
+
+    class EntropyCalibrator(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            base.__init__(self)
+            self.batches = iter(batches)
+            self.buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
+            self.fed = 0
+
+        def get_batch_size(self) -> int:
+            return batch
+
+        def get_batch(self, names: list[str], *_: Any) -> list[int] | None:
+            feeds = next(self.batches, None)
+            if feeds is None:
+                return None
+            pointers = []
+            for name in names:
+                host = np.ascontiguousarray(feeds[name], dtype=np.float32)
+                if name not in self.buffers:
+                    self.buffers[name] = (cuda.malloc(host.nbytes), host.nbytes)
+                ptr, size = self.buffers[name]
+                if host.nbytes != size:
+                    raise EngineError(f"calibration batch {name} has {host.nbytes} bytes, expected {size}")
+                cuda.to_device(ptr, host)
+                pointers.append(ptr)
+            cuda.synchronize()  # the host arrays die with this frame
+            self.fed += 1
+            return pointers
+
+        def read_calibration_cache(self) -> bytes | None:
+            try:
+                data = cache_file.read_bytes()
+            except FileNotFoundError:
+                return None
+            log.info("TensorRT INT8 scales from calibration cache %s", cache_file)
+            return data or None
+
+        def write_calibration_cache(self, cache: Any) -> None:
+            atomic_write(cache_file, bytes(cache))
+
+        def close(self) -> None:
+            for ptr, _ in self.buffers.values():
+                cuda.free(ptr)
+            self.buffers.clear()
+
+    return EntropyCalibrator()
+
+
+def configure_implicit_int8(trt: Any, network: Any, builder: Any, config: Any, shapes: Shapes, calibrator: Any,
+                            batch: int) -> None:
+    """INT8 + FP16 flags, the calibrator with a fixed-batch calibration profile, float layers pinned to fp32."""
+    if calibrator is None:
+        raise EngineError("an int8-calibrated build needs a calibrator")
+    config.set_flag(trt.BuilderFlag.INT8)
+    config.set_flag(trt.BuilderFlag.FP16)
+    config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    config.int8_calibrator = calibrator
+    profile = builder.create_optimization_profile()
+    for name, (lo, _, _) in shapes:
+        fixed = (batch, *lo[1:])
+        profile.set_shape(name, fixed, fixed, fixed)
+    config.set_calibration_profile(profile)
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        outputs = [layer.get_output(k) for k in range(layer.num_outputs)]
+        if not layer.name.startswith(LEARNED_PREFIXES) and outputs and all(o.dtype == trt.float32 for o in outputs):
+            layer.precision = trt.float32
+            for k in range(layer.num_outputs):
+                layer.set_output_type(k, trt.float32)
 
 
 #: build modes (see ``build_plan``) of the style encoder and the generator, per precision
@@ -263,23 +382,32 @@ class TensorRTBackend:
         opt_batch: int = 1,
         cache: EngineCache | None = None,
         device: int = 0,
+        calibration_set: Path | None = None,
     ) -> None:
         if precision not in BUILD_MODES:
             raise EngineError(f"unknown precision {precision!r}; choose one of {', '.join(BUILD_MODES)}")
         trt = import_tensorrt()
         generator_file = GENERATOR_FILES[precision]
+        calibration = calibration_set or os.environ.get(CALIBRATION_ENV) or None
+        calibration = Path(calibration) if calibration and precision == "int8" else None
+        if calibration is not None:
+            generator_file = GENERATOR_FILES["fp32"]  # implicit calibration starts from the float graph
         manifest.verify([STYLE_ENCODER, generator_file])
         self.cuda = cuda_runtime(device)
         self.cache = cache or EngineCache()
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         style_mode, generator_mode = BUILD_MODES[precision]
-        self.name = f"tensorrt-{precision}"
+        self.name = f"tensorrt-{precision}" + ("-calibrated" if calibration is not None else "")
         self.style_graph = self._graph(trt, manifest, STYLE_ENCODER, style_mode, max_batch, opt_batch)
-        self.generator_graph = self._graph(trt, manifest, generator_file, generator_mode, max_batch, opt_batch)
+        self.generator_graph = self._graph(trt, manifest, generator_file, generator_mode, max_batch, opt_batch,
+                                           calibration)
 
-    def _graph(self, trt: Any, manifest: Manifest, file: str, mode: str, max_batch: int, opt_batch: int) -> TrtGraph:
+    def _graph(self, trt: Any, manifest: Manifest, file: str, mode: str, max_batch: int, opt_batch: int,
+               calibration: Path | None = None) -> TrtGraph:
         path = manifest.path(file)
         shapes = profile_shapes(path, max_batch, opt_batch)
+        if calibration is not None:
+            return self._calibrated_graph(trt, manifest, file, shapes, max_batch, calibration)
         key = EngineKey(
             onnx_sha256=manifest.files[file]["sha256"],
             trt_version=trt.__version__,
@@ -293,6 +421,39 @@ class TensorRTBackend:
             timing = self.cache.load_timing_cache(key.trt_version, key.gpu_name)
             plan, timing = build_plan(trt, path, mode, shapes, timing)
             self.cache.store_timing_cache(key.trt_version, key.gpu_name, timing)
+            return plan
+
+        return TrtGraph(trt, self.runtime, self.cuda, self.cache.get_or_build(key, build), max_batch)
+
+    def _calibrated_graph(self, trt: Any, manifest: Manifest, file: str, shapes: Shapes, max_batch: int,
+                          calibration: Path, batch: int = CALIBRATION_BATCH) -> TrtGraph:
+        """The fp32 graph built INT8 by implicit calibration on ``calibration`` (a calibration set .npz)."""
+        from calibration.dataset import load_set
+
+        if not has_implicit_calibration(trt):
+            raise EngineError(
+                f"TensorRT {trt.__version__} has no implicit INT8 calibration (removed in TensorRT 11): unset "
+                f"{CALIBRATION_ENV} and use the QDQ generator.int8.onnx from `ipmcam calibrate quantize`"
+            )
+        try:
+            calib = load_set(calibration).with_styles_for(manifest.root)
+        except (FileNotFoundError, ValueError) as exc:
+            raise EngineError(f"calibration set for TensorRT INT8: {exc}") from None
+        onnx_sha = manifest.files[file]["sha256"]
+        tag = hashlib.sha256(f"{onnx_sha}|{calib.manifest.get('sha256')}|{batch}".encode()).hexdigest()[:16]
+        key = EngineKey(onnx_sha256=onnx_sha, trt_version=trt.__version__, gpu_name=self.cuda.device_name,
+                        compute_capability=self.cuda.capability, precision=f"int8-calibrated-{tag}", shapes=shapes)
+        cache_file = self.cache.root / f"calibration-{tag}.cache"
+
+        def build() -> bytes:
+            calibrator = make_entropy_calibrator(trt, self.cuda, calibration_batches(calib, batch), batch, cache_file)
+            try:
+                timing = self.cache.load_timing_cache(key.trt_version, key.gpu_name)
+                plan, timing = build_plan(trt, manifest.path(file), "int8-calibrated", shapes, timing,
+                                          calibrator=calibrator, calibration_batch=batch)
+                self.cache.store_timing_cache(key.trt_version, key.gpu_name, timing)
+            finally:
+                calibrator.close()
             return plan
 
         return TrtGraph(trt, self.runtime, self.cuda, self.cache.get_or_build(key, build), max_batch)

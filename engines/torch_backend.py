@@ -46,7 +46,9 @@ class CapturedGenerator:
 class TorchBackend:
     """Eager (CPU or CUDA) or CUDA-graph execution of the torch generator."""
 
-    def __init__(self, manifest: Manifest, precision: str = "fp32", device: str | None = None, cuda_graphs: bool = True) -> None:
+    def __init__(
+        self, manifest: Manifest, precision: str = "fp32", device: str | None = None, cuda_graphs: bool = True
+    ) -> None:
         try:
             import torch
         except ImportError:
@@ -58,7 +60,9 @@ class TorchBackend:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         cuda = self.device.type == "cuda"
         if precision not in ("fp32", "fp16"):
-            raise EngineError(f"the torch backend runs fp32 or fp16, not {precision!r}; use onnxruntime or tensorrt for int8")
+            raise EngineError(
+                f"the torch backend runs fp32 or fp16, not {precision!r}; use onnxruntime or tensorrt for int8"
+            )
         if precision == "fp16" and not cuda:
             raise EngineError("fp16 on the torch backend needs a CUDA GPU; use --precision fp32 on CPU")
         manifest.verify([WEIGHTS_FILE])

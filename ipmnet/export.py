@@ -27,7 +27,7 @@ import onnx
 import torch
 from torch import nn
 
-from ipmnet.config import get_config
+from ipmnet.config import CONFIGS, get_config
 from ipmnet.networks import Generator
 from ipmnet.weights import GENERATOR_FILES, STYLE_ENCODER, WEIGHTS_FILE, load_weights, save_weights, write_manifest
 
@@ -49,27 +49,50 @@ class StyleEncoderGraph(nn.Module):
         return self.generator.encode_style(image, masks)
 
 
-def example_inputs(generator: Generator, batch: int = 2) -> dict[str, torch.Tensor]:
-    """Tracing inputs. Batch 2, so no size-1 broadcast is baked into the graph."""
+def example_inputs(generator: Generator, batch: int = 2, size: int = 64) -> dict[str, torch.Tensor]:
+    """Tracing inputs: batch 2, so no size-1 broadcast is baked into the graph, and a small crop.
+
+    Tracing runs the network once; at the real crop size that takes half a
+    minute for the fp16 variant on a CPU. The graph is fully convolutional, so
+    it is traced small with dynamic spatial axes and then pinned to the crop
+    size (``_pin_spatial``); the parity tests run it at full size.
+    """
     cfg = generator.cfg
     gen = torch.Generator().manual_seed(0)
-    size = (batch, 3, cfg.crop_size, cfg.crop_size)
     return {
-        "image": torch.rand(size, generator=gen) * 2 - 1,
-        "masks": torch.rand((batch, cfg.n_masks, cfg.crop_size, cfg.crop_size), generator=gen),
+        "image": torch.rand((batch, 3, size, size), generator=gen) * 2 - 1,
+        "masks": torch.rand((batch, cfg.n_masks, size, size), generator=gen),
         "style": torch.randn((batch, cfg.style_dim), generator=gen),
         "alpha": torch.ones((batch, 1)),
     }
 
 
-def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str]) -> None:
+def _pin_spatial(model: onnx.ModelProto, size: int) -> None:
+    """Fix the traced-dynamic height and width of every image-shaped input and output to ``size``."""
+    for value in list(model.graph.input) + list(model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) == 4:
+            for d in dims[2:]:
+                d.Clear()
+                d.dim_value = size
+
+
+def _export(
+    module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str], size: int
+) -> None:
     dynamic = {name: {0: "batch"} for name in inputs + outputs}
+    for name in ("image", "masks", "output"):
+        if name in dynamic:
+            dynamic[name].update({2: "height", 3: "width"})
     with torch.no_grad(), warnings.catch_warnings():
         # The TorchScript exporter is deprecated in favour of the dynamo one,
         # which needs onnxscript; its graphs are the same ops here.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
+        # Instance norm always uses the statistics of its input (no running stats), which is what we want.
+        warnings.filterwarnings("ignore", message=".*operator 'instance_norm' is set to train=True")
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             module,
             args,
@@ -82,25 +105,29 @@ def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, input
             dynamo=False,
         )
     model = onnx.load(str(path))
-    onnx.checker.check_model(model, full_check=True)
+    _pin_spatial(model, size)
+    del model.graph.value_info[:]  # traced with symbolic sizes: infer the pinned ones afresh
+    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     model.producer_name = "ipmcam"
+    onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
 
 
 def export_style_encoder(generator: Generator, path: Path) -> None:
     ex = example_inputs(generator)
-    _export(StyleEncoderGraph(generator).eval(), (ex["image"], ex["masks"]), path, ["image", "masks"], ["style"])
+    inputs = (ex["image"], ex["masks"])
+    _export(StyleEncoderGraph(generator).eval(), inputs, path, ["image", "masks"], ["style"], generator.cfg.crop_size)
 
 
 def export_generator(generator: Generator, path: Path) -> None:
     ex = example_inputs(generator)
     args = (ex["image"], ex["masks"], ex["style"], ex["alpha"])
-    _export(generator.eval(), args, path, ["image", "masks", "style", "alpha"], ["output"])
+    _export(generator.eval(), args, path, ["image", "masks", "style", "alpha"], ["output"], generator.cfg.crop_size)
 
 
 def export_model(generator: Generator, config_name: str, out_dir: Path, fp16: bool = False) -> Path:
     """Write a complete model directory for ``generator``; returns the manifest path."""
-    if generator.cfg != get_config(config_name) and config_name in ("lite", "full"):
+    if config_name in CONFIGS and generator.cfg != CONFIGS[config_name]:
         log.warning("exporting a generator whose config differs from the named config %r", config_name)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -183,7 +183,10 @@ class Decoder(nn.Module):
         self.blocks = nn.ModuleList(AdaINResBlock(ch, cfg.separable) for _ in range(cfg.n_res))
         up: list[nn.Module] = []
         for _ in range(cfg.n_downsample):
-            up += [nn.Upsample(scale_factor=2, mode="nearest"), ConvBlock(ch, ch // 2, cfg.up_kernel, 1, cfg.separable, "none")]
+            up += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                ConvBlock(ch, ch // 2, cfg.up_kernel, 1, cfg.separable, "none"),
+            ]
             ch //= 2
         pad = cfg.stem_kernel // 2
         up.append(nn.Conv2d(ch, 3, cfg.stem_kernel, 1, pad))
@@ -249,12 +252,16 @@ class Generator(nn.Module):
         """G with the MLP: the residual (N, 3, S, S) fp32 for an identity code and a style code."""
         return self.dec(code, self.mlp(style.to(self.core_dtype))).float()
 
-    def mix_styles(self, x: torch.Tensor, masks: torch.Tensor, ref_style: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    def mix_styles(
+        self, x: torch.Tensor, masks: torch.Tensor, ref_style: torch.Tensor, alpha: torch.Tensor
+    ) -> torch.Tensor:
         """Makeup intensity: alpha (N,) or (N, 1) blends the reference style with the input's own."""
         a = alpha.reshape(-1, 1).to(ref_style.dtype)
         return a * ref_style + (1.0 - a) * self.encode_style(x, masks)
 
-    def forward(self, x: torch.Tensor, masks: torch.Tensor, ref_style: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, masks: torch.Tensor, ref_style: torch.Tensor, alpha: torch.Tensor
+    ) -> torch.Tensor:
         u = union_mask(masks)
         r = self.preprocess(x, masks)
         s = self.mix_styles(x, masks, ref_style, alpha)

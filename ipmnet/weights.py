@@ -84,7 +84,9 @@ class Manifest:
                     f"model file {path} is truncated or incomplete ({size} of {entry['bytes']} bytes): {EXPORT_HINT}"
                 )
             if sha256_file(path) != entry["sha256"]:
-                raise EngineError(f"model file {path} does not match its manifest checksum (corrupted or modified): {EXPORT_HINT}")
+                raise EngineError(
+                    f"model file {path} does not match its manifest checksum (corrupted or modified): {EXPORT_HINT}"
+                )
 
 
 def _file_entry(path: Path) -> dict[str, Any]:
