@@ -51,15 +51,9 @@ def session(path: Path, threads: int) -> Any:
     """An onnxruntime CPU session configured like ``engines.onnx_backend.OnnxBackend``."""
     import onnxruntime as ort
 
-    from engines.onnx_backend import physical_cores
+    from engines.onnx_backend import session_options
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = threads or physical_cores()
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
 
 
 def lip_colours(images: np.ndarray, lips: np.ndarray) -> np.ndarray:
