@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--output", "-o", type=Path, help="also record to this video file")
     live.add_argument("--size", type=_size, help="camera capture size, e.g. 1280x720")
     live.add_argument("--fps", type=float, help="camera frame rate to ask for")
+    live.add_argument("--sync", dest="async_inference", action="store_false",
+                      help="run the generator in the video thread (default: beside it, so output keeps camera rate)")
+    live.add_argument("--stats-every", type=int, default=0, metavar="N",
+                      help="log per-stage timings every N frames (the preview's t key shows them too)")
     live.add_argument("--screenshots", type=Path, default=Path("screenshots"),
                       help="folder for screenshots taken with the s key (default ./screenshots)")
     add_engine_args(live)
@@ -130,7 +134,8 @@ def make_pipeline(args: argparse.Namespace, source: Any, sinks: list[Any], plan:
     options = PipelineOptions(max_faces=args.max_faces, intensity=args.intensity,
                               strengths=getattr(args, "strength", None), mirror=getattr(args, "mirror", False),
                               output_size=getattr(args, "output_size", None),
-                              output_fps=getattr(args, "output_fps", None))
+                              output_fps=getattr(args, "output_fps", None),
+                              async_inference=getattr(args, "async_inference", False))
     try:
         return Pipeline(source, engine, sinks, options, reference=plan.initial)
     except BaseException:
@@ -210,9 +215,24 @@ def cmd_live(args: argparse.Namespace) -> int:
         from realtime.controls import Controller
 
         controller = Controller(pipeline, preview, plan.cycle, screenshots=args.screenshots)
-    stats, code = _run(pipeline, None, "live", controller.on_frame if controller else None)
+    callbacks = [c for c in (controller.on_frame if controller else None, _stats_logger(pipeline, args.stats_every))
+                 if c is not None]
+    stats, code = _run(pipeline, None, "live", lambda n: [c(n) for c in callbacks])
     print(f"{stats.frames} frames, {stats.fps:.1f} fps, {stats.dropped} stale camera frames dropped")
     return code
+
+
+def _stats_logger(pipeline: Any, every: int) -> Any:
+    """A per-frame callback printing the stage timings every ``every`` frames (None when 0)."""
+    if every <= 0:
+        return None
+    from realtime.bench_report import format_stages
+
+    def print_stages(n: int) -> None:
+        if n % every == 0:
+            print(f"frame {n}:", *format_stages(pipeline.clock.summary()), sep="\n  ", file=sys.stderr)
+
+    return print_stages
 
 
 class _GrabSink:

@@ -58,3 +58,24 @@ def test_apply_to_a_still_without_a_face_copies_it_exactly(tmp_path, shared_data
                 str(REPO / "assets" / "reference.jpg"), "--engine", "classic")
     assert proc.returncode == 0, proc.stderr
     assert np.array_equal(cv2.imread(str(out)), cv2.imread(str(shared_data / "stills" / "s25.jpg")))
+
+
+def test_live_from_a_stream_url_records_logs_stages_and_stops_on_sigterm(tmp_path) -> None:
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "live.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "realtime", "live", "--camera", str(REPO / "assets" / "demo.mp4"),
+                             "--output", str(out), "--stats-every", "10", "--engine", "classic",
+                             "--reference", str(REPO / "assets" / "reference.jpg")],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not out.exists() or out.stat().st_size < 100_000):
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert "frame 10:" in stderr and "landmarks" in stderr and "generator" in stderr
+    assert "frames" in stdout
+    assert cv2.VideoCapture(str(out)).read()[0]
