@@ -269,18 +269,22 @@ def _grid(batch: dict[str, torch.Tensor], out: torch.Tensor, rows: int = 4) -> n
 def _save_checkpoint(path: Path, step: int, gen: Generator, disc: MultiScaleDiscriminator,
                      opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, settings: TrainSettings) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save({"step": step, "gen": gen.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
-                "opt_d": opt_d.state_dict(), "torch_rng": torch.get_rng_state(),
-                "settings": asdict(settings)}, tmp)
+    state = {"step": step, "gen": gen.state_dict(), "opt_g": opt_g.state_dict(), "torch_rng": torch.get_rng_state(),
+             "settings": asdict(settings)}
+    if settings.adv_from >= 0:  # the discriminator only exists for the adversarial loss
+        state.update(disc=disc.state_dict(), opt_d=opt_d.state_dict())
+    torch.save(state, tmp)
     tmp.replace(path)
 
 
 def train(settings: TrainSettings, data: Path, out_dir: Path, faces_cache: Path,
-          stop_at: int | None = None) -> Generator:
+          stop_at: int | None = None, resume_from: Path | None = None) -> Generator:
     """Train (or resume) into ``out_dir``; returns the generator in eval mode.
 
     ``stop_at`` ends this session early (checkpointed) without changing the
-    schedule, which always spans ``settings.steps``.
+    schedule, which always spans ``settings.steps``. ``resume_from`` is a
+    checkpoint to start from when ``out_dir`` has none yet (e.g. the one
+    shipped in weights/).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "settings.json").write_text(json.dumps(asdict(settings), indent=2))
@@ -294,12 +298,14 @@ def train(settings: TrainSettings, data: Path, out_dir: Path, faces_cache: Path,
     opt_d = torch.optim.Adam(disc.parameters(), lr=settings.lr, betas=(0.5, 0.999))
     ckpt = out_dir / "checkpoint.pt"
     step = 0
-    if ckpt.is_file():
-        state = torch.load(ckpt, weights_only=False)
+    start = ckpt if ckpt.is_file() else resume_from
+    if start is not None:
+        state = torch.load(start, weights_only=False)
         gen.load_state_dict(state["gen"])
-        disc.load_state_dict(state["disc"])
         opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
+        if "disc" in state:
+            disc.load_state_dict(state["disc"])
+            opt_d.load_state_dict(state["opt_d"])
         torch.set_rng_state(state["torch_rng"])
         step = state["step"]
         log.info("resumed at step %d", step)
@@ -355,13 +361,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--faces-cache", type=Path, default=REPO / ".cache" / "faces.npz")
     parser.add_argument("--export", type=Path, help="write the trained model's ONNX files here (e.g. weights/lite)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--resume-from", type=Path, help="checkpoint to start from when OUT has none (e.g. "
+                        "weights/lite/train_state.pt)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = TrainSettings(**{k: getattr(args, k) for k in asdict(TrainSettings())})
     start = time.perf_counter()
-    gen = train(settings, args.data, args.out, args.faces_cache)
+    gen = train(settings, args.data, args.out, args.faces_cache, resume_from=args.resume_from)
     log.info("trained %d steps in %.0f s", settings.steps, time.perf_counter() - start)
     if args.export:
         from ipmnet.export import export_model

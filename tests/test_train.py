@@ -70,3 +70,10 @@ def test_tiny_run_learns_and_resumes_exactly(tiny_faces, tmp_path) -> None:
     straight = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["gen"]
     for name, value in resumed.state_dict().items():
         torch.testing.assert_close(value, straight[name], rtol=0, atol=1e-6)
+    # A later session starts a fresh run folder from a shipped checkpoint.
+    train(settings, tmp_path / "unused", tmp_path / "c", cache, stop_at=2)
+    shipped = tmp_path / "train_state.pt"
+    (tmp_path / "c" / "checkpoint.pt").rename(shipped)
+    continued = train(settings, tmp_path / "unused", tmp_path / "d", cache, resume_from=shipped)
+    for name, value in continued.state_dict().items():
+        torch.testing.assert_close(value, straight[name], rtol=0, atol=1e-6)
