@@ -40,7 +40,7 @@ from ipmnet.networks import Generator, MultiScaleDiscriminator, build_generator
 from ipmnet.pseudo import region_colour_target
 from ipmnet.render import MakeupParams, render
 from realtime import align
-from realtime.masks import region_masks
+from realtime.masks import EYE_SHADOW, LIPS, region_masks
 
 log = logging.getLogger("ipmcam")
 
@@ -61,6 +61,8 @@ class TrainSettings:
     p_synthetic: float = 0.6
     p_real: float = 0.25  # the rest: self-reconstruction
     w_region: float = 4.0  # extra L1 weight inside the makeup regions
+    w_lips: float = 8.0  # and more on the lips and lids: small areas, the colours people look at
+    w_eyes: float = 4.0
     w_pseudo: float = 0.5
     w_gradient: float = 1.0
     w_code: float = 0.1
@@ -238,7 +240,7 @@ def generator_losses(gen: Generator, batch: dict[str, torch.Tensor], s: TrainSet
     u = m.amax(dim=1, keepdim=True)
     ref_style = gen.encode_style(y, my)
     out = gen(x, m, ref_style, torch.ones(len(x), 1))
-    weight = 1.0 + s.w_region * u
+    weight = 1.0 + s.w_region * u + s.w_lips * m[:, LIPS:LIPS + 1] + s.w_eyes * m[:, EYE_SHADOW:EYE_SHADOW + 1]
     per_sample_l1 = ((out - t).abs() * weight).mean(dim=(1, 2, 3))
     exact = kind != 1
     scale = torch.where(exact, torch.ones_like(per_sample_l1), torch.full_like(per_sample_l1, s.w_pseudo))
