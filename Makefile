@@ -1,4 +1,5 @@
 # Two entry points: `make demo` (the main job) and `make test`. Both build .venv first.
+# The editable install puts the checkout itself on the path (compat mode), so packages added later import too.
 PY ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
@@ -8,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e '.[dev]'
+	$(VENV)/bin/python -m pip install -q -e '.[dev]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
 setup: $(STAMP)
