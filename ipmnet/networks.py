@@ -110,11 +110,15 @@ class AdaINResBlock(nn.Module):
 
 
 class IdentityEncoder(nn.Module):
-    """EI: preprocessed image (N, 3, S, S) -> identity code (N, dim * 2^n_down, S / 2^n_down, S / 2^n_down)."""
+    """EI: preprocessed image and region masks -> identity code (N, dim * 2^n_down, S / 2^n_down, S / 2^n_down).
+
+    The masks go in beside the image so the decoder knows which pixels are
+    lips, lids or skin, instead of guessing it from a greyed face.
+    """
 
     def __init__(self, cfg: IPMNetConfig) -> None:
         super().__init__()
-        layers: list[nn.Module] = [ConvBlock(3, cfg.dim, cfg.stem_kernel, 1, False, "instance")]
+        layers: list[nn.Module] = [ConvBlock(3 + cfg.n_masks, cfg.dim, cfg.stem_kernel, 1, False, "instance")]
         ch = cfg.dim
         for _ in range(cfg.n_downsample):
             layers.append(ConvBlock(ch, ch * 2, 4, 2, cfg.separable, "instance"))
@@ -122,16 +126,18 @@ class IdentityEncoder(nn.Module):
         layers += [ResBlock(ch, cfg.separable) for _ in range(cfg.n_res)]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, r: torch.Tensor) -> torch.Tensor:
-        return self.net(r)
+    def forward(self, r: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([r, masks], dim=1))
 
 
 class StyleEncoder(nn.Module):
     """ES: image and region masks -> style code (N, style_dim).
 
-    The input is the image with everything outside the mask union zeroed,
-    concatenated with the masks, so the code describes the makeup regions
-    and which region each colour belongs to, not the background or hair.
+    Convolutional features of the masked image are averaged inside each
+    region separately (lips, eye shadow, skin) and the per-region vectors are
+    mapped to the code. A single global average would drown the lips, a few
+    percent of the face, in the skin; pooling per region keeps each region's
+    colour its own slot in the code.
     """
 
     def __init__(self, cfg: IPMNetConfig) -> None:
@@ -142,12 +148,16 @@ class StyleEncoder(nn.Module):
             c_out = ch * 2 if i < 2 else ch
             layers.append(ConvBlock(ch, c_out, 4, 2, cfg.separable, "none"))
             ch = c_out
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Conv2d(ch, cfg.style_dim, 1)]
-        self.net = nn.Sequential(*layers)
+        self.features = nn.Sequential(*layers)
+        self.scale = 2**cfg.style_downsample
+        self.head = nn.Linear(ch * cfg.n_masks, cfg.style_dim)
 
     def forward(self, x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        h = self.net(torch.cat([x * union_mask(masks), masks], dim=1))
-        return h.flatten(1)
+        feats = self.features(torch.cat([x * union_mask(masks), masks], dim=1))  # (N, C, h, w)
+        small = F.avg_pool2d(masks, self.scale)  # (N, R, h, w): each region's share of a feature cell
+        sums = torch.bmm(small.flatten(2), feats.flatten(2).transpose(1, 2))  # (N, R, C)
+        pooled = sums / (small.flatten(2).sum(dim=2, keepdim=True) + 1e-4)
+        return self.head(pooled.flatten(1))
 
 
 class MLP(nn.Module):
@@ -244,9 +254,10 @@ class Generator(nn.Module):
         dt = self.core_dtype
         return self.enc_style(y.to(dt), masks.to(dt)).float()
 
-    def encode_identity(self, r: torch.Tensor) -> torch.Tensor:
-        """EI on an already preprocessed image."""
-        return self.enc_id(r.to(self.core_dtype))
+    def encode_identity(self, r: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """EI on an already preprocessed image and its masks."""
+        dt = self.core_dtype
+        return self.enc_id(r.to(dt), masks.to(dt))
 
     def decode(self, code: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         """G with the MLP: the residual (N, 3, S, S) fp32 for an identity code and a style code."""
@@ -265,7 +276,7 @@ class Generator(nn.Module):
         u = union_mask(masks)
         r = self.preprocess(x, masks)
         s = self.mix_styles(x, masks, ref_style, alpha)
-        residual = self.decode(self.encode_identity(r), s)
+        residual = self.decode(self.encode_identity(r, masks), s)
         return (r + u * residual).clamp(-1.0, 1.0)
 
 

@@ -2,24 +2,26 @@
 
 The paper removes the makeup (and skin colour) that the identity encoder could
 otherwise copy straight to the output, while keeping what identifies the
-person: inside the makeup regions the image is greyed out and only its
-high-frequency texture, taken by a differential filter, is added back.
+person: inside the makeup regions the image is greyed out and its texture,
+taken by a differential filter, is added back.
 
-With ``u`` the union of the region masks (per-pixel maximum over channels):
+With ``u`` the union of the region masks (per-pixel maximum over channels)
+and ``L`` the luminance of x (equal on all three channels):
 
-    b = x * (1 - u) + grey * u          greyed image
-    t = L - GaussianBlur(L)             texture of the luminance L of x
-    r = b + t * u                       preprocessed image
+    b = GaussianBlur(L)                 the region greyed: colourless, its broad shading kept
+    t = L - GaussianBlur(L)             texture: the differential filter's high frequencies
+    r = x * (1 - u) + u * (b + t)       preprocessed image
 
-computed as ``r = x * (1 - u) + u * (grey + t)`` (the same expression, one
-product fewer). ``grey`` is luminance-neutral per image: the mask-weighted
-mean luminance of x, equal on all three channels. It keeps the exposure of
-the scene (a dim room stays dim) and drops every colour and local contrast
-that makeup could leave. The texture is taken from luminance for the same
-reason: a per-channel high-pass would carry the colour edges of a lipstick.
+Colour, which is what makeup is, is gone from the regions; shading and
+texture, which are what identify a face and its lighting, stay. The paper's
+greyed base is flat; keeping the broad shading instead means a small
+generator trained for minutes on a CPU only has to learn colour, not to
+rebuild the relief of a face, and the lighting of the scene survives.
+Luminance rather than per-channel filtering keeps a lipstick's colour edges
+out of the texture.
 
 Invariant, relied on by the background rule: wherever ``u == 0`` the product
-``u * (grey + t)`` is zero and ``x * (1 - 0) == x``, so ``r == x`` bit for bit
+``u * (b + t)`` is zero and ``x * (1 - 0) == x``, so ``r == x`` bit for bit
 in fp32.
 """
 from __future__ import annotations
@@ -64,24 +66,18 @@ class Preprocess(nn.Module):
     def luminance(self, x: torch.Tensor) -> torch.Tensor:
         return (x * self.luma).sum(dim=1, keepdim=True)
 
-    def texture(self, lum: torch.Tensor) -> torch.Tensor:
-        """High-frequency part of the luminance: itself minus a separable Gaussian blur.
+    def grey_and_texture(self, lum: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(b, t): the luminance's separable Gaussian blur and what the blur removed.
 
         Reflect padding keeps the crop border from reading as an edge.
         """
         p = self.pad
         blurred = F.conv2d(F.pad(lum, (p, p, 0, 0), mode="reflect"), self.blur_x)
         blurred = F.conv2d(F.pad(blurred, (0, 0, p, p), mode="reflect"), self.blur_y)
-        return (lum - blurred) * self.texture_gain
-
-    def neutral_grey(self, lum: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """Mask-weighted mean luminance per image, (N, 1, 1, 1); 0 (mid-grey) for an empty mask."""
-        weight = u.sum(dim=(2, 3), keepdim=True)
-        return (lum * u).sum(dim=(2, 3), keepdim=True) / (weight + 1e-6)
+        return blurred, (lum - blurred) * self.texture_gain
 
     def forward(self, x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Preprocessed image r (N, 3, H, W) from x in [-1, 1] and masks (N, C, H, W) in [0, 1]."""
         u = union_mask(masks)
-        lum = self.luminance(x)
-        fill = self.neutral_grey(lum, u) + self.texture(lum)
-        return x * (1.0 - u) + u * fill
+        grey, texture = self.grey_and_texture(self.luminance(x))
+        return x * (1.0 - u) + u * (grey + texture)

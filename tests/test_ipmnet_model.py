@@ -31,7 +31,7 @@ def test_shapes_and_dtypes(lite) -> None:
     x, m = torch.rand(2, 3, 256, 256) * 2 - 1, torch.rand(2, 3, 256, 256)
     with torch.no_grad():
         style = lite.encode_style(x, m)
-        code = lite.encode_identity(lite.preprocess(x, m))
+        code = lite.encode_identity(lite.preprocess(x, m), m)
         out = lite(x, m, style, torch.ones(2))
     assert style.shape == (2, cfg.style_dim) and style.dtype == torch.float32
     assert code.shape == (2, cfg.content_channels, 64, 64)
@@ -44,7 +44,7 @@ def test_full_config_is_the_papers() -> None:
     assert (full.dim, full.style_dim, full.mlp_dim, full.n_res, full.n_downsample) == (64, 128, 256, 4, 2)
     gen = build_generator(full, seed=0).eval()
     with torch.no_grad():  # fully convolutional: a small crop checks the wiring cheaply
-        code = gen.encode_identity(torch.zeros(1, 3, 64, 64))
+        code = gen.encode_identity(torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 64))
         out = gen(torch.zeros(1, 3, 64, 64), torch.ones(1, 3, 64, 64), torch.zeros(1, 128), torch.ones(1, 1))
     assert code.shape == (1, 256, 16, 16)  # the paper's 256-channel identity code at S/4
     assert out.shape == (1, 3, 64, 64)
