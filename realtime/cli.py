@@ -23,6 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO_CLIP = REPO / "assets" / "demo.mp4"
 DEMO_REFERENCE = REPO / "assets" / "reference.jpg"
 
+#: The engine used when none is named. The shipped ipmnet model preserves identity better but copies
+#: a reference's colours less closely than classic (docs/eval.md); it becomes the default once it wins.
+DEFAULT_ENGINE = "classic"
+
 #: Modules that add subcommands: each has ``register(subparsers)``, which adds its
 #: parser(s) with ``set_defaults(handler=...)``. They must import light (no torch).
 EXTENSIONS: tuple[str, ...] = (
@@ -62,8 +66,9 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--skin", help="photo or preset whose skin, blush and foundation to copy")
     g.add_argument("--strength", type=_strengths, metavar="REGION=S,...",
                    help="per-region strength 0..1, e.g. lips=1,eyes=0.5,skin=0.3 (regions: lips, eyes, skin)")
-    g.add_argument("--engine", default="auto", choices=("auto", "ipmnet", "classic"),
-                   help="auto: the neural model when its weights are installed, else classic")
+    g.add_argument("--engine", default=DEFAULT_ENGINE, choices=("auto", "ipmnet", "classic"),
+                   help="classic (default): per-region colour transfer; ipmnet: the neural generator; "
+                        "auto: ipmnet when its weights are installed, else classic")
     g.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "torch", "tensorrt"))
     g.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
     g.add_argument("--model-dir", type=Path, help="folder with generator.onnx, style_encoder.onnx, manifest.json")
