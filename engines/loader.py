@@ -54,16 +54,25 @@ def cuda_device_count() -> int:
     return 0
 
 
-def _skip_reason(backend: str) -> str | None:
-    """Why ``auto`` should not try ``backend`` on this machine, or None to try it."""
-    if backend == "tensorrt":
+def backend_unavailable(name: str) -> str | None:
+    """Why backend ``name`` cannot run on this machine at all (checked without importing its runtime), or None."""
+    if name == "tensorrt":
         if importlib.util.find_spec("tensorrt") is None:
             return "the tensorrt package is not installed"
         return None if cuda_device_count() else "no CUDA GPU"
-    if backend == "torch":
-        if importlib.util.find_spec("torch") is None:
-            return "PyTorch is not installed"
-        return None if cuda_device_count() else "no CUDA GPU (onnxruntime is faster on CPU)"
+    if name == "torch":
+        return None if importlib.util.find_spec("torch") is not None else "PyTorch is not installed"
+    if name == "onnxruntime":
+        return None if importlib.util.find_spec("onnxruntime") is not None else "onnxruntime is not installed"
+    return f"unknown backend {name!r}"
+
+
+def _skip_reason(backend: str) -> str | None:
+    """Why ``auto`` should not try ``backend`` on this machine, or None to try it."""
+    if reason := backend_unavailable(backend):
+        return reason
+    if backend == "torch" and not cuda_device_count():
+        return "no CUDA GPU (onnxruntime is faster on CPU)"
     return None
 
 

@@ -305,25 +305,10 @@ def backend_list(spec: str) -> list[str]:
     return names
 
 
-def backend_unavailable(name: str) -> str | None:
-    """Why ``name`` cannot run on this machine at all (checked without importing its runtime), or None."""
-    import importlib.util
-
-    if name == "tensorrt":
-        if importlib.util.find_spec("tensorrt") is None:
-            return "the tensorrt package is not installed"
-        from engines.loader import cuda_device_count
-
-        return None if cuda_device_count() else "no CUDA GPU"
-    if name == "torch":
-        return None if importlib.util.find_spec("torch") is not None else "PyTorch is not installed"
-    if name == "onnxruntime":
-        return None if importlib.util.find_spec("onnxruntime") is not None else "onnxruntime is not installed"
-    return f"unknown backend {name!r}"
-
-
 def engine_specs(s: BenchSettings, report: Report) -> list[EngineSpec]:
     """Every (engine, backend, precision) to try; those that cannot run here go to ``report.skipped``."""
+    from engines.loader import backend_unavailable
+
     specs: list[EngineSpec] = []
     for name in s.engines:
         if name not in ENGINE_NAMES:
