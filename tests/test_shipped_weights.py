@@ -1,0 +1,28 @@
+"""The model that ships in weights/lite: it loads, verifies, and keeps the background exact."""
+from __future__ import annotations
+
+import numpy as np
+
+from engines.loader import default_model_dir, load
+from ipmnet.weights import read_manifest
+
+
+def test_shipped_lite_model_is_complete_and_small() -> None:
+    root = default_model_dir("lite")
+    manifest = read_manifest(root)
+    manifest.verify(["generator.onnx", "style_encoder.onnx", "ipmnet.safetensors", "generator.int8.onnx"])
+    assert sum((root / name).stat().st_size for name in ("generator.onnx", "style_encoder.onnx")) < 40e6
+
+
+def test_shipped_model_changes_only_the_makeup_regions(aligned_faces) -> None:
+    for precision in ("fp32", "int8"):
+        engine = load(backend="onnxruntime", precision=precision)
+        crops = np.stack([c for c, _ in aligned_faces[:3]])
+        masks = np.stack([m for _, m in aligned_faces[:3]])
+        style = engine.encode_style(*aligned_faces[4])
+        delta = engine.run(crops, masks, style)
+        outside = masks.max(axis=1) == 0
+        assert delta.shape == crops.shape and delta.dtype == np.float32
+        assert not delta[outside].any()
+        assert np.abs(delta[~outside]).mean() > 1.0  # and it does paint inside
+        engine.close()
