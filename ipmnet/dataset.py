@@ -58,28 +58,15 @@ def _photos(data: Path) -> list[tuple[Path, str, bool]]:
     return out
 
 
-def _video_frames(path: Path, every: int, limit: int) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
-    frames, index = [], 0
-    while len(frames) < limit:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        if index % every == 0:
-            frames.append(frame)
-        index += 1
-    capture.release()
-    return frames
-
-
 def build(data: Path, video_every: int = 8, video_limit: int = 40) -> FaceSet:
     """Track and align every photo and a sample of every video's frames under ``data``."""
     from realtime.reference import align_face
+    from realtime.sources import video_frames
     from realtime.tracker import FaceTracker
 
     items: list[tuple[np.ndarray, str, bool]] = [(cv2.imread(str(p)), name, mk) for p, name, mk in _photos(data)]
     for video in sorted((data / "videos").glob("*.mp4")):
-        items += [(f, video.stem, video.stem in MAKEUP_VIDEOS) for f in _video_frames(video, video_every, video_limit)]
+        items += [(f, video.stem, video.stem in MAKEUP_VIDEOS) for f in video_frames(video, video_every, video_limit)]
     crops, region, lms, ids, mk = [], [], [], [], []
     with FaceTracker(static=True, smooth=False) as tracker:
         for image, name, makeup in items:

@@ -68,7 +68,7 @@ from realtime.bench_report import (  # noqa: F401 (format_stages is re-exported 
     SCHEMA_ID, SIZE_STAGES, STAGE_LABELS, WORKER_STAGE, format_stages,
 )
 from realtime.errors import SourceError, UserError
-from realtime.sources import Frame, Source
+from realtime.sources import Frame, Source, open_video
 
 log = logging.getLogger("ipmcam")
 
@@ -112,11 +112,7 @@ class LoopedVideo:
 
     def __init__(self, path: Path, size: tuple[int, int], fit: str = "scale") -> None:
         self.path, self.size, self.fit = Path(path), size, fit
-        if not self.path.is_file():
-            raise SourceError(f"cannot open video {self.path}: file not found")
-        self.capture = cv2.VideoCapture(str(self.path))
-        if not self.capture.isOpened():
-            raise SourceError(f"cannot open video {self.path}: not a readable video")
+        self.capture = open_video(self.path)
         self.fps = float(self.capture.get(cv2.CAP_PROP_FPS)) or 30.0
         self.loops = 0
 
@@ -639,9 +635,7 @@ def real_crops(video: Path, count: int, stride: int = 9) -> tuple[np.ndarray, np
     from realtime.reference import align_face
     from realtime.tracker import FaceTracker
 
-    capture = cv2.VideoCapture(str(video))
-    if not capture.isOpened():
-        raise SourceError(f"cannot open video {video}")
+    capture = open_video(video)
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
     crops, regions = [], []
     index = 0

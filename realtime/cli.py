@@ -259,7 +259,7 @@ class _GrabSink:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from realtime.sinks import FileSink
-    from realtime.sources import VideoFileSource
+    from realtime.sources import VideoFileSource, video_frames
 
     args.out.mkdir(parents=True, exist_ok=True)
     args.reference = args.reference or DEMO_REFERENCE
@@ -269,12 +269,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     video = args.out / "demo.mp4"
     pipeline = make_pipeline(args, source, [FileSink(video), grab])
     stats, code = _run(pipeline, source.frame_count, "demo")
-    capture = cv2.VideoCapture(str(DEMO_CLIP))
-    capture.set(cv2.CAP_PROP_POS_FRAMES, middle)
-    ok, before = capture.read()
-    capture.release()
+    before = next(video_frames(DEMO_CLIP, start=middle, limit=1), None)
     picture = args.out / "demo_before_after.png"
-    if ok and grab.frame is not None:
+    if before is not None and grab.frame is not None:
         cv2.imwrite(str(picture), np.hstack([before, grab.frame]))
     print(f"{video}: {stats.frames} frames, {stats.fps:.1f} fps ({pipeline.engine.name}); before/after: {picture}")
     return code

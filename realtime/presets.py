@@ -101,13 +101,11 @@ def bare_face() -> _BareFace:
     """The bundled bare face every preset is rendered on (found once per process)."""
     from realtime import align
     from realtime.reference import align_face
+    from realtime.sources import video_frames
     from realtime.tracker import FaceTracker
 
-    capture = cv2.VideoCapture(str(BARE_FACE_CLIP))
-    capture.set(cv2.CAP_PROP_POS_FRAMES, BARE_FACE_FRAME)
-    ok, frame = capture.read()
-    capture.release()
-    if not ok:
+    frame = next(video_frames(BARE_FACE_CLIP, start=BARE_FACE_FRAME, limit=1), None)
+    if frame is None:
         raise UserError(f"cannot read the bundled face from {BARE_FACE_CLIP}")
     with FaceTracker(static=True, smooth=False) as tracker:
         faces = tracker(frame, 0.0)

@@ -111,7 +111,9 @@ class _Counted:
 def _clip_size(path: Path) -> tuple[int, int]:
     import cv2
 
-    cap = cv2.VideoCapture(str(path))
+    from realtime.sources import open_video
+
+    cap = open_video(path)
     size = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
     cap.release()
     return size

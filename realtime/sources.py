@@ -78,6 +78,36 @@ def as_bgr(image: Any) -> np.ndarray | None:
     return np.ascontiguousarray(image)
 
 
+def open_video(path: str | Path) -> Any:
+    """An opened cv2.VideoCapture for a video file; a one-line SourceError when it cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"cannot open video {path}: file not found")
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise SourceError(f"cannot open video {path}: not a readable video")
+    return capture
+
+
+def video_frames(path: str | Path, every: int = 1, limit: int | None = None, start: int = 0) -> Iterator[np.ndarray]:
+    """Every ``every``-th frame of a video from frame ``start``, at most ``limit``, decoded in this thread."""
+    capture = open_video(path)
+    if start:
+        capture.set(cv2.CAP_PROP_POS_FRAMES, start)
+    taken = index = 0
+    try:
+        while limit is None or taken < limit:
+            ok, image = capture.read()
+            if not ok:
+                return
+            if index % every == 0:
+                taken += 1
+                yield image
+            index += 1
+    finally:
+        capture.release()
+
+
 def _read_image(path: Path) -> np.ndarray:
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
@@ -136,11 +166,7 @@ class VideoFileSource(Source):
 
     def __init__(self, path: str | Path, queue_size: int = 8) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
-            raise SourceError(f"cannot open video {self.path}: file not found")
-        self._capture = cv2.VideoCapture(str(self.path))
-        if not self._capture.isOpened():
-            raise SourceError(f"cannot open video {self.path}: not a readable video")
+        self._capture = open_video(self.path)
         self.fps = float(self._capture.get(cv2.CAP_PROP_FPS)) or 30.0
         self.frame_count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
         self.size = (int(self._capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self._capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))

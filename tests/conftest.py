@@ -47,3 +47,10 @@ def reference_image() -> np.ndarray:
     image = cv2.imread(str(REPO / "assets" / "reference.jpg"))
     assert image is not None
     return image
+
+
+def clip_frames(shared_data: Path, name: str, count: int, every: int = 1) -> list[np.ndarray]:
+    """The first ``count`` frames (every ``every``-th) of a development clip, BGR uint8."""
+    from realtime.sources import video_frames
+
+    return list(video_frames(shared_data / "videos" / name, every, count))

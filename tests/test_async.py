@@ -7,6 +7,7 @@ import numpy as np
 
 from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.sinks import NullSink
+from tests.conftest import clip_frames
 from tests.test_faults import FlakySource, Recorder
 from tests.test_pipeline import RedLips, _face_hull
 
@@ -23,17 +24,8 @@ class SlowRedLips(RedLips):
         return super().run(crops, region, style, intensity)
 
 
-def _frames(shared_data, n):
-    import cv2
-
-    cap = cv2.VideoCapture(str(shared_data / "videos" / "d18.mp4"))
-    frames = [cap.read()[1] for _ in range(n)]
-    cap.release()
-    return frames
-
-
 def test_slow_generator_runs_beside_the_video(shared_data, reference_image) -> None:
-    frames = _frames(shared_data, 30)
+    frames = clip_frames(shared_data, "d18.mp4", 30)
     engine = SlowRedLips(0.15)
     sink = Recorder()
     pipeline = Pipeline(FlakySource(frames, {}), engine, [sink], PipelineOptions(async_inference=True),
@@ -52,7 +44,7 @@ def test_slow_generator_runs_beside_the_video(shared_data, reference_image) -> N
 
 
 def test_async_and_sync_agree_for_a_still_face(shared_data, reference_image) -> None:
-    frame = _frames(shared_data, 1)[0]
+    frame = clip_frames(shared_data, "d18.mp4", 1)[0]
     outputs = []
     for mode in (False, True):
         sink = Recorder()
@@ -72,7 +64,7 @@ def test_engine_errors_reach_the_pipeline(shared_data, reference_image) -> None:
 
     import pytest
 
-    pipeline = Pipeline(FlakySource(_frames(shared_data, 3), {}), Broken(), [NullSink()],
+    pipeline = Pipeline(FlakySource(clip_frames(shared_data, "d18.mp4", 3), {}), Broken(), [NullSink()],
                         PipelineOptions(async_inference=True), reference=reference_image)
     with pytest.raises(RuntimeError, match="device lost"):
         pipeline.run()

@@ -14,6 +14,7 @@ from realtime.controls import ControlState, Controller, apply
 from realtime.errors import UserError
 from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.sinks import NullSink
+from tests.conftest import clip_frames
 from tests.test_faults import FlakySource, Recorder
 from tests.test_pipeline import RedLips
 
@@ -105,12 +106,7 @@ class ScriptedPreview(Recorder):
 
 @pytest.fixture(scope="module")
 def clip(shared_data) -> list[np.ndarray]:
-    import cv2
-
-    cap = cv2.VideoCapture(str(shared_data / "videos" / "d18.mp4"))
-    frames = [cap.read()[1] for _ in range(12)]
-    cap.release()
-    return frames
+    return clip_frames(shared_data, "d18.mp4", 12)
 
 
 def test_keys_change_the_next_frames(clip, reference_image, tmp_path) -> None:

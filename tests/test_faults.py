@@ -20,6 +20,7 @@ import pytest
 from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.sinks import NullSink
 from realtime.sources import Frame, Source
+from tests.conftest import clip_frames
 from tests.test_pipeline import RedLips, _face_hull
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,10 +75,7 @@ class FlakySource(Source):
 
 @pytest.fixture(scope="module")
 def clip(shared_data) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(shared_data / "videos" / "d18.mp4"))
-    frames = [cap.read()[1] for _ in range(24)]
-    cap.release()
-    return frames
+    return clip_frames(shared_data, "d18.mp4", 24)
 
 
 def _run(frames, faults, reference_image, **options) -> tuple[Recorder, object, FlakySource]:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-import cv2
 import numpy as np
 import pytest
 
@@ -16,6 +15,7 @@ from realtime.masks import EYE_SHADOW, LIPS, SKIN
 from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.presets import look_image, preset_image
 from realtime.reference import reference_crop
+from tests.conftest import clip_frames
 from tests.test_faults import FlakySource, Recorder
 
 # --------------------------------------------------------------------------- pure functions
@@ -110,10 +110,7 @@ class CountingClassic(ClassicEngine):
 
 @pytest.fixture(scope="module")
 def frames(shared_data) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(shared_data / "videos" / "d18.mp4"))
-    out = [cap.read()[1] for _ in range(6)]
-    cap.release()
-    return out
+    return clip_frames(shared_data, "d18.mp4", 6)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from realtime.pipeline import Pipeline, PipelineOptions
 from realtime.sinks import NullSink
 from realtime.sources import VideoFileSource
 from realtime.tracker import FaceTracker
+from tests.conftest import clip_frames
 
 
 class RedLips(Engine):
@@ -42,20 +43,13 @@ def _face_hull(frame: np.ndarray, grow: int) -> np.ndarray:
     return cv2.dilate(hull, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8)).astype(bool)
 
 
-def _frames(path, every: int, limit: int):
-    source = VideoFileSource(path)
-    out = [f.image for f in source][::every][:limit]
-    source.close()
-    return out
-
-
 @pytest.mark.parametrize("clip", ["d18.mp4", "d13.mp4"])
 def test_pixels_outside_the_dilated_face_are_bit_identical(shared_data, reference_image, clip) -> None:
     engine = RedLips()
     # Frames half a second apart: no smoothing, so the test's own detection is comparable.
     pipeline = Pipeline(None, engine, options=PipelineOptions(smooth=False), reference=reference_image)
     changed_any = False
-    for i, frame in enumerate(_frames(shared_data / "videos" / clip, every=15, limit=8)):
+    for i, frame in enumerate(clip_frames(shared_data, clip, 8, every=15)):
         out, faces = pipeline.process(frame, i / 2.0)
         outside = ~_face_hull(frame, grow=max(frame.shape[:2]) // 25)
         assert np.array_equal(out[outside], frame[outside])
@@ -75,7 +69,7 @@ def test_frame_without_a_face_is_unchanged(shared_data, reference_image) -> None
 
 
 def test_intensity_zero_is_bit_identical(shared_data, reference_image) -> None:
-    frame = _frames(shared_data / "videos" / "d18.mp4", every=1, limit=1)[0]
+    frame = clip_frames(shared_data, "d18.mp4", 1)[0]
     pipeline = Pipeline(None, RedLips(), options=PipelineOptions(intensity=0.0), reference=reference_image)
     out, _ = pipeline.process(frame, 0.0)
     pipeline.close()
@@ -94,7 +88,7 @@ def test_run_publishes_every_file_frame_and_times_every_stage(shared_data, refer
 
 
 def test_resolution_change_mid_stream_keeps_the_output_size(shared_data, reference_image) -> None:
-    frames = _frames(shared_data / "videos" / "d18.mp4", every=1, limit=6)
+    frames = clip_frames(shared_data, "d18.mp4", 6)
     frames[3:] = [cv2.resize(f, (320, 240)) for f in frames[3:]]
 
     class ListSource(VideoFileSource):

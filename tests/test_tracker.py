@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 
 from realtime.tracker import FaceTracker
+from tests.conftest import clip_frames
 
 
 def test_close_up_crops_and_stills_are_found(shared_data) -> None:
@@ -24,9 +25,7 @@ def test_a_dog_is_not_a_face(shared_data) -> None:
 
 
 def test_landmarks_are_pixels_and_tracks_persist(shared_data) -> None:
-    cap = cv2.VideoCapture(str(shared_data / "videos" / "d18.mp4"))
-    frames = [cap.read()[1] for _ in range(5)]
-    cap.release()
+    frames = clip_frames(shared_data, "d18.mp4", 5)
     with FaceTracker() as tracker:
         tracks = [tracker(f, i / 30) for i, f in enumerate(frames)]
     assert all(len(t) == 1 for t in tracks)
