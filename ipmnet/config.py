@@ -20,6 +20,14 @@ class IPMNetConfig:
     ``separable`` swaps every spatial convolution except the output one for a
     depthwise + pointwise pair, which is what lets ``lite`` run per frame on a
     laptop CPU while keeping the paper's encoder/decoder layout.
+
+    ``resample`` is how the networks change resolution: ``strided`` is the
+    paper's (strided convolutions down, nearest upsampling + convolution up);
+    ``shuffle`` folds each 2**n_downsample square of pixels into channels
+    (pixel unshuffle) on the way in and unfolds the output the same way
+    (pixel shuffle), so every convolution is a dense 3x3 at the code's
+    resolution. Dense convolutions over many channels are what int8 kernels
+    speed up; depthwise ones and full-resolution 3-channel ones are not.
     """
 
     dim: int = 64
@@ -35,12 +43,26 @@ class IPMNetConfig:
     stem_kernel: int = 7
     up_kernel: int = 5
     separable: bool = False
+    resample: str = "strided"
+    #: normalisation inside the identity encoder: the paper's instance norm, or none (fewer float islands in int8)
+    encoder_norm: str = "instance"
+    #: grey the skin too in the preprocessing (the paper); if False only lips and eye shadow lose their colour
+    #: and the skin keeps its own tone, which is the person's, with foundation and blush as the residual
+    grey_skin: bool = True
+    #: also give the decoder the input's own style code: semi-transparent makeup lands on the input's colours
+    self_style: bool = False
     crop_size: int = 256
     n_masks: int = 3
     #: IPM-Net preprocessing: Gaussian high-pass that keeps the skin texture inside the greyed regions
     texture_sigma: float = 2.0
     texture_kernel: int = 9
     texture_gain: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.resample not in ("strided", "shuffle"):
+            raise ValueError(f"unknown resample {self.resample!r}; choose strided or shuffle")
+        if self.resample == "shuffle" and self.separable:
+            raise ValueError("resample='shuffle' uses dense convolutions; separable must be False")
 
     @property
     def content_channels(self) -> int:
@@ -63,21 +85,23 @@ class IPMNetConfig:
 CONFIGS: dict[str, IPMNetConfig] = {
     # The paper's network (IJCAI 2020): for training on a GPU and GPU inference.
     "full": IPMNetConfig(),
-    # Same structure, narrower and separable, 3x3 first/last convolutions
-    # (the 7x7 ones at full resolution cost more than all residual blocks
-    # together on a CPU): ~0.62 M parameters, about 60 ms per 256x256 frame
-    # with onnxruntime fp32 on two CPU cores.
+    # Same encoders, AdaIN decoder and residual output, built for a CPU and
+    # for int8: pixel (un)shuffle by 4, so all convolutions are dense 3x3
+    # ones at 64x64; no norm in the identity encoder; the skin keeps its own
+    # tone; the decoder also sees the input's style. ~0.87 M parameters.
     "lite": IPMNetConfig(
-        dim=32,
+        dim=16,
         style_dim=64,
         mlp_dim=128,
-        n_res=4,
+        n_res=3,
         n_downsample=2,
-        style_channels=16,
+        style_channels=32,
         style_downsample=4,
         stem_kernel=3,
-        up_kernel=5,
-        separable=True,
+        resample="shuffle",
+        encoder_norm="none",
+        grey_skin=False,
+        self_style=True,
     ),
 }
 

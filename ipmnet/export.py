@@ -1,6 +1,7 @@
 """Export an IPM-Net model directory: two ONNX graphs, the weights and a manifest.
 
     python -m ipmnet.export --config lite --weights weights.safetensors --out weights/lite [--fp16]
+    python -m ipmnet.export --config lite --checkpoint runs/lite/checkpoint.pt --out out/lite
 
 * ``style_encoder.onnx``: image (N,3,S,S), masks (N,C,S,S) -> style (N,style_dim).
   Run once per reference.
@@ -145,12 +146,20 @@ def export_model(generator: Generator, config_name: str, out_dir: Path, fp16: bo
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m ipmnet.export", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="lite", help="config name: lite or full")
-    parser.add_argument("--weights", type=Path, required=True, help="trained weights (.safetensors)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--weights", type=Path, help="trained weights (.safetensors)")
+    source.add_argument("--checkpoint", type=Path, help="a training checkpoint (runs/<name>/checkpoint.pt)")
     parser.add_argument("--out", type=Path, required=True, help="model directory to write")
     parser.add_argument("--fp16", action="store_true", help="also write generator.fp16.onnx")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    generator = load_weights(Generator(get_config(args.config)), args.weights)
+    generator = Generator(get_config(args.config))
+    if args.checkpoint is not None:
+        import torch
+
+        generator.load_state_dict(torch.load(args.checkpoint, weights_only=False)["gen"])
+    else:
+        load_weights(generator, args.weights)
     manifest = export_model(generator, args.config, args.out, fp16=args.fp16)
     log.info("wrote %s", manifest)
 

@@ -31,6 +31,7 @@ from torch import nn
 
 from ipmnet.config import IPMNetConfig
 from ipmnet.preprocess import Preprocess, union_mask
+from realtime.masks import EYE_SHADOW, LIPS
 
 
 def spatial_conv(c_in: int, c_out: int, kernel: int, stride: int, separable: bool) -> nn.Module:
@@ -58,15 +59,14 @@ class ConvBlock(nn.Sequential):
 
 
 class ResBlock(nn.Module):
-    """Residual block with instance norm (identity encoder)."""
+    """Residual block of the identity encoder, with instance norm (the paper's) or without."""
 
-    def __init__(self, channels: int, separable: bool) -> None:
+    def __init__(self, channels: int, separable: bool, norm: str = "instance") -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            ConvBlock(channels, channels, 3, 1, separable, "instance"),
-            spatial_conv(channels, channels, 3, 1, separable),
-            nn.InstanceNorm2d(channels),
-        )
+        layers = [ConvBlock(channels, channels, 3, 1, separable, norm), spatial_conv(channels, channels, 3, 1, separable)]
+        if norm == "instance":
+            layers.append(nn.InstanceNorm2d(channels))
+        self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -118,12 +118,17 @@ class IdentityEncoder(nn.Module):
 
     def __init__(self, cfg: IPMNetConfig) -> None:
         super().__init__()
-        layers: list[nn.Module] = [ConvBlock(3 + cfg.n_masks, cfg.dim, cfg.stem_kernel, 1, False, "instance")]
-        ch = cfg.dim
-        for _ in range(cfg.n_downsample):
-            layers.append(ConvBlock(ch, ch * 2, 4, 2, cfg.separable, "instance"))
-            ch *= 2
-        layers += [ResBlock(ch, cfg.separable) for _ in range(cfg.n_res)]
+        c_in, norm = 3 + cfg.n_masks, cfg.encoder_norm
+        ch = cfg.content_channels
+        layers: list[nn.Module]
+        if cfg.resample == "shuffle":
+            factor = 2**cfg.n_downsample
+            layers = [nn.PixelUnshuffle(factor), ConvBlock(c_in * factor * factor, ch, 3, 1, False, norm)]
+        else:
+            layers = [ConvBlock(c_in, cfg.dim, cfg.stem_kernel, 1, False, norm)]
+            layers += [ConvBlock(cfg.dim * 2**i, cfg.dim * 2 ** (i + 1), 4, 2, cfg.separable, norm)
+                       for i in range(cfg.n_downsample)]
+        layers += [ResBlock(ch, cfg.separable, norm) for _ in range(cfg.n_res)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, r: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -137,14 +142,22 @@ class StyleEncoder(nn.Module):
     region separately (lips, eye shadow, skin) and the per-region vectors are
     mapped to the code. A single global average would drown the lips, a few
     percent of the face, in the skin; pooling per region keeps each region's
-    colour its own slot in the code.
+    colour its own slot in the code. With ``resample == "shuffle"`` the first
+    2**n_downsample of the downsampling is a pixel unshuffle.
     """
 
     def __init__(self, cfg: IPMNetConfig) -> None:
         super().__init__()
-        ch = cfg.style_channels
-        layers: list[nn.Module] = [ConvBlock(3 + cfg.n_masks, ch, cfg.stem_kernel, 1, False, "none")]
-        for i in range(cfg.style_downsample):
+        ch, c_in = cfg.style_channels, 3 + cfg.n_masks
+        layers: list[nn.Module]
+        strided = cfg.style_downsample
+        if cfg.resample == "shuffle":
+            factor = 2**cfg.n_downsample
+            layers = [nn.PixelUnshuffle(factor), ConvBlock(c_in * factor * factor, ch, 3, 1, False, "none")]
+            strided -= cfg.n_downsample
+        else:
+            layers = [ConvBlock(c_in, ch, cfg.stem_kernel, 1, False, "none")]
+        for i in range(strided):
             c_out = ch * 2 if i < 2 else ch
             layers.append(ConvBlock(ch, c_out, 4, 2, cfg.separable, "none"))
             ch = c_out
@@ -192,15 +205,24 @@ class Decoder(nn.Module):
         ch = cfg.content_channels
         self.blocks = nn.ModuleList(AdaINResBlock(ch, cfg.separable) for _ in range(cfg.n_res))
         up: list[nn.Module] = []
-        for _ in range(cfg.n_downsample):
-            up += [
-                nn.Upsample(scale_factor=2, mode="nearest"),
-                ConvBlock(ch, ch // 2, cfg.up_kernel, 1, cfg.separable, "none"),
-            ]
-            ch //= 2
-        pad = cfg.stem_kernel // 2
-        up.append(nn.Conv2d(ch, 3, cfg.stem_kernel, 1, pad))
+        if cfg.resample == "shuffle":
+            factor = 2**cfg.n_downsample
+            up += [ConvBlock(ch, ch, 3, 1, False, "none"), nn.Conv2d(ch, 3 * factor * factor, 3, 1, 1),
+                   nn.PixelShuffle(factor)]
+        else:
+            for _ in range(cfg.n_downsample):
+                up += [
+                    nn.Upsample(scale_factor=2, mode="nearest"),
+                    ConvBlock(ch, ch // 2, cfg.up_kernel, 1, cfg.separable, "none"),
+                ]
+                ch //= 2
+            up.append(nn.Conv2d(ch, 3, cfg.stem_kernel, 1, cfg.stem_kernel // 2))
         self.up = nn.Sequential(*up)
+
+    @property
+    def output(self) -> nn.Conv2d:
+        """The last convolution, whose weights' dtype is the network's."""
+        return next(m for m in reversed(self.up) if isinstance(m, nn.Conv2d))
 
     @property
     def n_adain_params(self) -> int:
@@ -218,9 +240,10 @@ class Generator(nn.Module):
     """The per-frame IPM-Net generator.
 
     ``forward(x, masks, ref_style, alpha)``:
-      s = alpha * ref_style + (1 - alpha) * ES(x, masks)    (paper: S = a S_ref + (1 - a) S_self)
+      s_self = ES(x, masks)
+      s = alpha * ref_style + (1 - alpha) * s_self    (paper: S = a S_ref + (1 - a) S_self)
       r = preprocess(x, masks)
-      out = clamp(r + u * G(EI(r), s), -1, 1)
+      out = clamp(r + u * G(EI(r), s), -1, 1)       G(EI(r), [s, s_self]) with ``self_style``
 
     Background invariance: out == x exactly wherever the mask union u is 0,
     for any weights (r == x there and the residual is gated by u).
@@ -233,15 +256,17 @@ class Generator(nn.Module):
     def __init__(self, cfg: IPMNetConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.preprocess = Preprocess(cfg.texture_sigma, cfg.texture_kernel, cfg.texture_gain)
+        grey = None if cfg.grey_skin else (LIPS, EYE_SHADOW)
+        self.preprocess = Preprocess(cfg.texture_sigma, cfg.texture_kernel, cfg.texture_gain, grey)
         self.enc_id = IdentityEncoder(cfg)
         self.enc_style = StyleEncoder(cfg)
         self.dec = Decoder(cfg)
-        self.mlp = MLP(cfg.style_dim, cfg.mlp_dim, self.dec.n_adain_params, cfg.n_mlp)
+        mlp_in = cfg.style_dim * (2 if cfg.self_style else 1)
+        self.mlp = MLP(mlp_in, cfg.mlp_dim, self.dec.n_adain_params, cfg.n_mlp)
 
     @property
     def core_dtype(self) -> torch.dtype:
-        return self.dec.up[-1].weight.dtype
+        return self.dec.output.weight.dtype
 
     def half_core(self) -> Generator:
         """Run EI, ES, the MLP and G in fp16 (see the class docstring); returns self."""
@@ -267,15 +292,22 @@ class Generator(nn.Module):
         self, x: torch.Tensor, masks: torch.Tensor, ref_style: torch.Tensor, alpha: torch.Tensor
     ) -> torch.Tensor:
         """Makeup intensity: alpha (N,) or (N, 1) blends the reference style with the input's own."""
+        return self._mix(ref_style, self.encode_style(x, masks), alpha)
+
+    @staticmethod
+    def _mix(ref_style: torch.Tensor, own_style: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         a = alpha.reshape(-1, 1).to(ref_style.dtype)
-        return a * ref_style + (1.0 - a) * self.encode_style(x, masks)
+        return a * ref_style + (1.0 - a) * own_style
 
     def forward(
         self, x: torch.Tensor, masks: torch.Tensor, ref_style: torch.Tensor, alpha: torch.Tensor
     ) -> torch.Tensor:
         u = union_mask(masks)
         r = self.preprocess(x, masks)
-        s = self.mix_styles(x, masks, ref_style, alpha)
+        own = self.encode_style(x, masks)
+        s = self._mix(ref_style, own, alpha)
+        if self.cfg.self_style:
+            s = torch.cat([s, own], dim=1)
         residual = self.decode(self.encode_identity(r, masks), s)
         return (r + u * residual).clamp(-1.0, 1.0)
 

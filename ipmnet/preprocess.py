@@ -5,8 +5,9 @@ otherwise copy straight to the output, while keeping what identifies the
 person: inside the makeup regions the image is greyed out and its texture,
 taken by a differential filter, is added back.
 
-With ``u`` the union of the region masks (per-pixel maximum over channels)
-and ``L`` the luminance of x (equal on all three channels):
+With ``u`` the union of the greyed region masks (per-pixel maximum over
+channels: all of them in the paper; lips and eye shadow only when the skin
+keeps its own tone, see ``IPMNetConfig.grey_skin``) and ``L`` the luminance of x (equal on all three channels):
 
     b = GaussianBlur(L)                 the region greyed: colourless, its broad shading kept
     t = L - GaussianBlur(L)             texture: the differential filter's high frequencies
@@ -53,8 +54,11 @@ def gaussian_kernel(sigma: float, size: int) -> torch.Tensor:
 class Preprocess(nn.Module):
     """Grey out the makeup regions and add back the luminance texture (see the module docstring)."""
 
-    def __init__(self, texture_sigma: float = 2.0, texture_kernel: int = 9, texture_gain: float = 1.0) -> None:
+    def __init__(self, texture_sigma: float = 2.0, texture_kernel: int = 9, texture_gain: float = 1.0,
+                 grey_channels: tuple[int, ...] | None = None) -> None:
+        """``grey_channels``: the mask channels whose regions lose their colour (None: all of them)."""
         super().__init__()
+        self.grey_channels = list(grey_channels) if grey_channels is not None else None
         taps = gaussian_kernel(texture_sigma, texture_kernel)
         # Fixed filters, saved with the module and exported as constants; never trained.
         self.register_buffer("luma", torch.tensor(LUMA_BGR).view(1, 3, 1, 1), persistent=False)
@@ -78,6 +82,6 @@ class Preprocess(nn.Module):
 
     def forward(self, x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """Preprocessed image r (N, 3, H, W) from x in [-1, 1] and masks (N, C, H, W) in [0, 1]."""
-        u = union_mask(masks)
+        u = union_mask(masks if self.grey_channels is None else masks[:, self.grey_channels])
         grey, texture = self.grey_and_texture(self.luminance(x))
         return x * (1.0 - u) + u * (grey + texture)

@@ -22,6 +22,9 @@ from ipmnet.color import to_bgr, to_lab
 ROBUST_PERCENTILES = (10.0, 90.0)
 #: Bounds on how much a region's contrast may be scaled.
 CONTRAST_RANGE = (0.5, 2.0)
+#: How far each region (lips, eye shadow, skin) moves to the reference's colours. Lipstick and eye shadow
+#: replace a colour; on the skin, makeup is a tint over the person's own tone, which is theirs to keep.
+REGION_STRENGTH = (1.0, 1.0, 0.3)
 
 
 def _robust_moments(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -50,7 +53,8 @@ def region_colour_target(source: np.ndarray, source_masks: np.ndarray, reference
 
     Masks are (C,S,S) float in [0,1]; pixels count for a region where its mask
     exceeds ``threshold``, and the matched colour is blended in by the mask
-    value, so region borders stay soft. Outside every region the source is
+    value and the region's ``REGION_STRENGTH``, so region borders stay soft
+    and a skin keeps most of its own tone. Outside every region the source is
     returned as is.
     """
     src_lab, ref_lab = to_lab(source), to_lab(reference)
@@ -62,7 +66,7 @@ def region_colour_target(source: np.ndarray, source_masks: np.ndarray, reference
             continue
         support = source_masks[channel] > 0
         moved = match_moments(src_lab[support], ref_lab[ref_px], src_lab[src_px])
-        weight = source_masks[channel][support][:, None]
+        weight = source_masks[channel][support][:, None] * REGION_STRENGTH[channel]
         out_lab[support] = out_lab[support] * (1 - weight) + moved * weight
     out = source.astype(np.float32)
     changed = np.any(out_lab != src_lab, axis=-1)

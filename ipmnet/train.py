@@ -56,6 +56,9 @@ class TrainSettings:
     steps: int = 6000
     batch: int = 8
     size: int = 128  # training resolution; the network is fully convolutional
+    #: from this step on, train at the crop size the model runs at (256): the cheap small-size steps learn
+    #: colour, the last ones the scale the pipeline feeds; -1: never
+    full_size_from: int = -1
     lr: float = 2e-4
     seed: int = 0
     p_synthetic: float = 0.6
@@ -67,6 +70,7 @@ class TrainSettings:
     w_gradient: float = 1.0
     w_code: float = 0.1
     w_adv: float = 0.05
+    clip: float = 5.0  # gradient norm clip of the generator, a guard against a single bad batch
     adv_from: int = -1  # step at which the adversarial loss starts; -1: never
     sample_every: int = 250
     checkpoint_every: int = 250
@@ -197,7 +201,7 @@ class Prefetcher:
     def _fill(self, faces: FaceSet, settings: TrainSettings, step: int) -> None:
         while not self._stop.is_set():
             maker = ExampleMaker(faces, np.random.default_rng([settings.seed, step]), settings)
-            batch = make_batch(maker, settings.batch, settings.size)
+            batch = make_batch(maker, settings.batch, training_size(settings, step))
             step += 1
             while not self._stop.is_set():
                 try:
@@ -212,6 +216,13 @@ class Prefetcher:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5.0)
+
+
+def training_size(settings: TrainSettings, step: int) -> int:
+    """The resolution batch ``step`` is trained at (see ``TrainSettings.full_size_from``)."""
+    if 0 <= settings.full_size_from <= step:
+        return get_config(settings.config).crop_size
+    return settings.size
 
 
 def make_batch(maker: ExampleMaker, n: int, size: int) -> dict[str, torch.Tensor]:
@@ -249,7 +260,11 @@ def generator_losses(gen: Generator, batch: dict[str, torch.Tensor], s: TrainSet
     gx_x, gy_x = _gray_gradients(x)
     real = (kind == 1).float().view(-1, 1, 1, 1)
     l_grad = ((gx_o - gx_x).abs() * u[..., :, 1:] * real).mean() + ((gy_o - gy_x).abs() * u[..., 1:, :] * real).mean()
-    l_code = F.l1_loss(gen.encode_style(out, m), ref_style.detach())
+    # The style encoder is a fixed judge here: trained through this term it could simply grow its codes
+    # (it reads both sides), which was seen to blow up training. Gradients reach the output only.
+    frozen = {name: p.detach() for name, p in gen.enc_style.named_parameters()}
+    out_style = torch.func.functional_call(gen.enc_style, frozen, (out, m))
+    l_code = F.l1_loss(out_style, ref_style.detach())
     total = l_pix + s.w_gradient * l_grad + s.w_code * l_code
     parts = {"pix": l_pix.item(), "grad": l_grad.item(), "code": l_code.item()}
     return total, parts, out
@@ -331,6 +346,7 @@ def train(settings: TrainSettings, data: Path, out_dir: Path, faces_cache: Path,
             parts["adv"] = l_adv.item()
         opt_g.zero_grad(set_to_none=True)
         total.backward()
+        torch.nn.utils.clip_grad_norm_(gen.parameters(), settings.clip)
         opt_g.step()
         if adversarial:
             real = batch["t"][batch["kind"] == 0]

@@ -25,15 +25,21 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    """A random-init lite model (fixed seed), exported as training would export it."""
+    """The shipped lite model, re-exported from its weights into a scratch folder (no int8 file yet).
+
+    Trained weights, because quantization error is a property of trained activations: a random-init
+    network without norms in its encoder saturates and says nothing about the shipped model.
+    """
     torch = pytest.importorskip("torch")
-    from ipmnet.config import get_config
     from ipmnet.export import export_model
-    from ipmnet.networks import build_generator
+    from ipmnet.networks import Generator
+    from ipmnet.weights import WEIGHTS_FILE, load_weights, read_manifest
 
     torch.set_num_threads(1)
+    shipped = REPO / "weights" / "lite"
+    cfg = read_manifest(shipped).config
     root = tmp_path_factory.mktemp("lite")
-    export_model(build_generator(get_config("lite"), seed=0), "lite", root)
+    export_model(load_weights(Generator(cfg), shipped / WEIGHTS_FILE), "lite", root)
     return root
 
 
@@ -172,7 +178,13 @@ def test_excluded_nodes_stay_float(model_dir, quantized) -> None:
     names = {n.name: n for n in qdq.graph.node}
     produced_by = {o: n for n in qdq.graph.node for o in n.output}
     # InstanceNorm, the preprocessing (its blur convolutions too) and the composition are still there, float
-    assert sum(n.op_type == "InstanceNormalization" for n in qdq.graph.node) == 19
+    import torch
+
+    from ipmnet.networks import build_generator
+    from ipmnet.weights import read_manifest
+
+    norms = sum(isinstance(m, torch.nn.InstanceNorm2d) for m in build_generator(read_manifest(model_dir).config).modules())
+    assert norms > 0 and sum(n.op_type == "InstanceNormalization" for n in qdq.graph.node) == norms
     for name in ("/preprocess/Conv", "/preprocess/Conv_1", "/Add_1", "/Clip"):
         assert name in keep and name in names
     for name in ("/preprocess/Conv", "/preprocess/Conv_1"):
@@ -186,8 +198,8 @@ def test_excluded_nodes_stay_float(model_dir, quantized) -> None:
 
 
 def test_int8_runs_in_onnxruntime_close_to_fp32(model_dir, quantized, aligned_faces, calib_set) -> None:
-    """Tolerance (random weights, 6 calibration crops): PSNR >= 27 dB over the makeup region and mean
-    |error| <= 6 levels there (measured about 29.5 dB), and pixels outside the masks bit-identical to
+    """Tolerance (shipped weights, minmax on 8 calibration crops): PSNR >= 33 dB over the makeup region
+    and mean |error| <= 3 levels there (measured about MEASURED dB), and pixels outside the masks bit-identical to
     the input, as in fp32. Trained weights are measured by `ipmcam calibrate report` (docs/benchmarks.md)."""
     from engines.loader import load
 
@@ -198,8 +210,8 @@ def test_int8_runs_in_onnxruntime_close_to_fp32(model_dir, quantized, aligned_fa
     ref, out = outs
     assert np.abs(out - ref).max() > 0  # it really is a different graph
     print(f"int8 vs fp32: makeup-region PSNR {psnr(out, ref, u):.2f} dB")
-    assert psnr(out, ref, u) >= 27.0
-    assert np.abs(out - ref)[np.broadcast_to(u, out.shape)].mean() <= 6.0
+    assert psnr(out, ref, u) >= 33.0
+    assert np.abs(out - ref)[np.broadcast_to(u, out.shape)].mean() <= 3.0
     outside = np.broadcast_to(~u, out.shape)
     np.testing.assert_array_equal(out[outside], (feeds["image"] * 127.5)[outside])
     # and the engine loads it with --precision int8

@@ -11,6 +11,7 @@ from ipmnet.config import CONFIGS, IPMNetConfig, get_config  # noqa: E402
 from ipmnet.networks import MultiScaleDiscriminator, build_generator, count_parameters  # noqa: E402
 from ipmnet.preprocess import Preprocess, union_mask  # noqa: E402
 from ipmnet.weights import load_weights, save_weights  # noqa: E402
+from realtime.masks import EYE_SHADOW, LIPS, SKIN  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def test_full_config_is_the_papers() -> None:
 def test_parameter_counts() -> None:
     counts = {name: count_parameters(build_generator(cfg, seed=0)) for name, cfg in CONFIGS.items()}
     print(f"generator parameters: lite {counts['lite']:,}, full {counts['full']:,}")
-    assert 400_000 <= counts["lite"] <= 800_000
+    assert 500_000 <= counts["lite"] <= 1_000_000
     assert counts["full"] > 10_000_000
 
 
@@ -85,6 +86,30 @@ def test_preprocess_greys_the_masked_regions(aligned_faces) -> None:
     assert torch.allclose(r[:, 0][full], r[:, 1][full]) and torch.allclose(r[:, 1][full], r[:, 2][full])
     assert not torch.allclose(x[:, 0][full], x[:, 2][full])
     assert torch.equal(pre(x, torch.zeros_like(m)), x)
+
+
+def test_preprocess_can_keep_the_skin_tone(aligned_faces) -> None:
+    """With grey_channels = lips + eye shadow (the lite config) skin-only pixels pass through untouched."""
+    x, m = to_tensors(aligned_faces[:2])
+    m = (m > 0.5).float()
+    r = Preprocess(grey_channels=(LIPS, EYE_SHADOW))(x, m)
+    skin_only = ((m[:, SKIN] == 1) & (m[:, LIPS] == 0) & (m[:, EYE_SHADOW] == 0)).unsqueeze(1).expand_as(x)
+    lips = (m[:, LIPS] == 1)
+    assert skin_only.sum() > 1000 and lips.sum() > 100
+    assert torch.equal(r[skin_only], x[skin_only])
+    assert torch.allclose(r[:, 0][lips], r[:, 2][lips]) and not torch.allclose(x[:, 0][lips], x[:, 2][lips])
+
+
+def test_lite_is_dense_convolutions_at_a_quarter_resolution(lite) -> None:
+    """Pixel (un)shuffle: every learned convolution of the per-frame path is dense (int8-friendly) and runs
+    at S/4 or below, and the decoder sees the input's own style beside the mixed one."""
+    convs = [m for net in (lite.enc_id, lite.dec) for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.groups == 1 and c.kernel_size == (3, 3) for c in convs)
+    assert lite.cfg.self_style and lite.mlp.net[0].in_features == 2 * lite.cfg.style_dim
+    with pytest.raises(ValueError, match="unknown resample"):
+        IPMNetConfig(resample="bilinear")
+    with pytest.raises(ValueError, match="separable must be False"):
+        IPMNetConfig(resample="shuffle", separable=True)
 
 
 def test_alpha_blends_the_styles(lite) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from ipmnet.color import to_lab
-from ipmnet.pseudo import match_moments, region_colour_target
+from ipmnet.pseudo import REGION_STRENGTH, match_moments, region_colour_target
+from realtime.masks import SKIN
 
 
 def test_match_moments_takes_the_reference_mean_and_keeps_order() -> None:
@@ -39,3 +40,14 @@ def test_regions_take_reference_colours_and_the_rest_is_untouched() -> None:
     np.testing.assert_allclose(lab_out, lab_ref, atol=1.5)
     outside = src_m[0] == 0
     assert np.array_equal(out[outside], src[outside].astype(np.float32))
+
+
+def test_skin_is_only_tinted_towards_the_reference() -> None:
+    """The skin moves REGION_STRENGTH[SKIN] of the way to the reference's colour, not all of it."""
+    src, ref = np.full((32, 32, 3), (90, 120, 170), np.uint8), np.full((32, 32, 3), (150, 170, 200), np.uint8)
+    masks = np.zeros((3, 32, 32), np.float32)
+    masks[SKIN] = 1
+    out = region_colour_target(src, masks, ref, masks)
+    lab_src, lab_ref = to_lab(src).reshape(-1, 3).mean(0), to_lab(ref).reshape(-1, 3).mean(0)
+    lab_out = to_lab(np.clip(np.rint(out), 0, 255).astype(np.uint8)).reshape(-1, 3).mean(0)
+    np.testing.assert_allclose(lab_out, lab_src + REGION_STRENGTH[SKIN] * (lab_ref - lab_src), atol=1.5)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ipmnet.dataset import FaceSet
-from ipmnet.train import ExampleMaker, TrainSettings, make_batch, train
+from ipmnet.train import ExampleMaker, TrainSettings, make_batch, train, training_size
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,12 @@ def test_batches_have_the_documented_shapes(tiny_faces) -> None:
         assert batch[key].shape == (4, 3, 64, 64) and batch[key].dtype == torch.float32
         assert batch[key].min() >= -1.0 and batch[key].max() <= 1.0
     assert batch["m"].shape == (4, 3, 64, 64) and batch["kind"].shape == (4,)
+
+
+def test_training_size_switches_to_the_crop_size() -> None:
+    settings = TrainSettings(size=128, full_size_from=10)
+    assert [training_size(settings, step) for step in (0, 9, 10, 500)] == [128, 128, 256, 256]
+    assert training_size(TrainSettings(size=96), 10**6) == 96  # -1: never
 
 
 def test_synthetic_targets_differ_from_sources_only_inside_the_masks(tiny_faces) -> None:
