@@ -175,7 +175,7 @@ class MakeupParams:
         """A plausible random look; each component is sometimes absent or barely there."""
         return cls(
             lipstick=Lipstick(
-                colour=_shade(rng, LIP_SHADES, 5.0), opacity=_present(rng, 0.85, 0.3, 1.0),
+                colour=_shade(rng, LIP_SHADES, 5.0), opacity=_present(rng, 0.9, 0.6, 1.0),
                 gloss=_present(rng, 0.35, 0.1, 0.8), matte=_present(rng, 0.3, 0.2, 0.9),
             ),
             eye_shadow=EyeShadow(

@@ -10,8 +10,8 @@ Each step mixes three kinds of example, all drawn from real aligned faces:
   gradient-consistency term that keeps the source's own texture;
 - self-reconstruction: the source with its own style gives itself back.
 
-A style-code reconstruction term asks the output to carry the style it was
-given, and an LSGAN multi-scale adversarial loss joins once the rest has
+A style-code reconstruction term asks the output to carry the style of its
+target, and an LSGAN multi-scale adversarial loss joins once the rest has
 converged (``--adv-from``). Checkpoints resume exactly (models, optimisers,
 step, random state); sample grids are written as PNG along the way.
 
@@ -260,11 +260,13 @@ def generator_losses(gen: Generator, batch: dict[str, torch.Tensor], s: TrainSet
     gx_x, gy_x = _gray_gradients(x)
     real = (kind == 1).float().view(-1, 1, 1, 1)
     l_grad = ((gx_o - gx_x).abs() * u[..., :, 1:] * real).mean() + ((gy_o - gy_x).abs() * u[..., 1:, :] * real).mean()
-    # The style encoder is a fixed judge here: trained through this term it could simply grow its codes
-    # (it reads both sides), which was seen to blow up training. Gradients reach the output only.
+    # Style-code reconstruction against the *target's* code: the reference's own code would ask for its
+    # skin tone too, which the target (the source's skin with a tint) does not have. The style encoder is
+    # a fixed judge here: trained through this term it could simply grow its codes (it reads both sides),
+    # which was seen to blow up training. Gradients reach the output only.
     frozen = {name: p.detach() for name, p in gen.enc_style.named_parameters()}
-    out_style = torch.func.functional_call(gen.enc_style, frozen, (out, m))
-    l_code = F.l1_loss(out_style, ref_style.detach())
+    out_style, target_style = (torch.func.functional_call(gen.enc_style, frozen, (img, m)) for img in (out, t))
+    l_code = F.l1_loss(out_style, target_style.detach())
     total = l_pix + s.w_gradient * l_grad + s.w_code * l_code
     parts = {"pix": l_pix.item(), "grad": l_grad.item(), "code": l_code.item()}
     return total, parts, out
