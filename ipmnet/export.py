@@ -30,7 +30,8 @@ from torch import nn
 
 from ipmnet.config import CONFIGS, get_config
 from ipmnet.networks import Generator
-from ipmnet.weights import GENERATOR_FILES, STYLE_ENCODER, WEIGHTS_FILE, load_weights, save_weights, write_manifest
+from ipmnet.weights import (GENERATOR_FILES, STYLE_ENCODER, TRAIN_STATE, WEIGHTS_FILE, load_weights, save_train_state,
+                            save_weights, write_manifest)
 
 OPSET = 17
 GENERATOR = GENERATOR_FILES["fp32"]
@@ -148,7 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default="lite", help="config name: lite or full")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--weights", type=Path, help="trained weights (.safetensors)")
-    source.add_argument("--checkpoint", type=Path, help="a training checkpoint (runs/<name>/checkpoint.pt)")
+    source.add_argument("--checkpoint", type=Path, help="a training checkpoint (runs/<name>/checkpoint.pt); "
+                        f"its compact copy is written as {TRAIN_STATE} beside the model")
     parser.add_argument("--out", type=Path, required=True, help="model directory to write")
     parser.add_argument("--fp16", action="store_true", help="also write generator.fp16.onnx")
     args = parser.parse_args(argv)
@@ -161,6 +163,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         load_weights(generator, args.weights)
     manifest = export_model(generator, args.config, args.out, fp16=args.fp16)
+    if args.checkpoint is not None:  # keep the run resumable from the model folder (--resume-from)
+        save_train_state(args.checkpoint, args.out / TRAIN_STATE)
     log.info("wrote %s", manifest)
 
 

@@ -379,7 +379,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="development data (faces/, videos/)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "lite")
     parser.add_argument("--faces-cache", type=Path, default=REPO / ".cache" / "faces.npz")
-    parser.add_argument("--export", type=Path, help="write the trained model's ONNX files here (e.g. weights/lite)")
+    parser.add_argument("--export", type=Path, help="write the trained model's ONNX files and a compact copy of the "
+                        "final checkpoint here (e.g. weights/lite)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--resume-from", type=Path, help="checkpoint to start from when OUT has none (e.g. "
                         "weights/lite/train_state.pt)")
@@ -393,8 +394,10 @@ def main(argv: list[str] | None = None) -> None:
     log.info("trained %d steps in %.0f s", settings.steps, time.perf_counter() - start)
     if args.export:
         from ipmnet.export import export_model
+        from ipmnet.weights import TRAIN_STATE, save_train_state
 
         export_model(gen, settings.config, args.export)
+        save_train_state(args.out / "checkpoint.pt", args.export / TRAIN_STATE)
         log.info("exported to %s", args.export)
 
 

@@ -169,3 +169,28 @@ def load_weights(model: nn.Module, path: Path) -> nn.Module:
         first = str(exc).splitlines()[0]
         raise EngineError(f"weights file {path} does not fit this model config ({first}): check --config") from None
     return model
+
+
+TRAIN_STATE = "train_state.pt"
+
+
+def save_train_state(checkpoint: Path, dest: Path) -> None:
+    """Copy a training checkpoint small enough to ship beside the weights (under 10 MB for ``lite``).
+
+    The generator's weights stay fp32; Adam's two moment buffers, two thirds
+    of a checkpoint, are stored in bfloat16 (fp32's range, so the tiny second
+    moments do not underflow as they would in fp16). Loading the optimiser
+    casts them back to fp32, so a run resumed from this file continues close
+    to the original, not bit for bit: the exact checkpoint stays in the run
+    folder. Written atomically.
+    """
+    import torch
+
+    state = torch.load(checkpoint, weights_only=False)
+    for slots in state["opt_g"]["state"].values():
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in slots:
+                slots[key] = slots[key].to(torch.bfloat16)
+    tmp = dest.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, dest)

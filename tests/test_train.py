@@ -10,6 +10,7 @@ import torch
 
 from ipmnet.dataset import FaceSet
 from ipmnet.train import ExampleMaker, TrainSettings, make_batch, train, training_size
+from ipmnet.weights import save_train_state
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +77,12 @@ def test_tiny_run_learns_and_resumes_exactly(tiny_faces, tmp_path) -> None:
     straight = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)["gen"]
     for name, value in resumed.state_dict().items():
         torch.testing.assert_close(value, straight[name], rtol=0, atol=1e-6)
-    # A later session starts a fresh run folder from a shipped checkpoint.
+    # A later session starts a fresh run folder from the compact state shipped beside the weights:
+    # Adam's moments in bfloat16 move the next updates by a fraction of one step (lr = 2e-4).
     train(settings, tmp_path / "unused", tmp_path / "c", cache, stop_at=2)
     shipped = tmp_path / "train_state.pt"
-    (tmp_path / "c" / "checkpoint.pt").rename(shipped)
+    save_train_state(tmp_path / "c" / "checkpoint.pt", shipped)
+    assert shipped.stat().st_size < 0.7 * (tmp_path / "c" / "checkpoint.pt").stat().st_size
     continued = train(settings, tmp_path / "unused", tmp_path / "d", cache, resume_from=shipped)
     for name, value in continued.state_dict().items():
-        torch.testing.assert_close(value, straight[name], rtol=0, atol=1e-6)
+        torch.testing.assert_close(value, straight[name], rtol=0, atol=5e-5)
