@@ -51,6 +51,8 @@ class IPMNetConfig:
     grey_skin: bool = True
     #: also give the decoder the input's own style code: semi-transparent makeup lands on the input's colours
     self_style: bool = False
+    #: region-wise AdaIN: a scale and shift per makeup region, laid out by the masks (see ``networks.AdaIN``)
+    region_style: bool = False
     crop_size: int = 256
     n_masks: int = 3
     #: IPM-Net preprocessing: Gaussian high-pass that keeps the skin texture inside the greyed regions
@@ -88,7 +90,8 @@ CONFIGS: dict[str, IPMNetConfig] = {
     # Same encoders, AdaIN decoder and residual output, built for a CPU and
     # for int8: pixel (un)shuffle by 4, so all convolutions are dense 3x3
     # ones at 64x64; no norm in the identity encoder; the skin keeps its own
-    # tone; the decoder also sees the input's style. ~0.87 M parameters.
+    # tone; the decoder also sees the input's style, and its AdaIN acts per
+    # region (lips, lids, skin). ~1.1 M parameters.
     "lite": IPMNetConfig(
         dim=16,
         style_dim=64,
@@ -102,6 +105,7 @@ CONFIGS: dict[str, IPMNetConfig] = {
         encoder_norm="none",
         grey_skin=False,
         self_style=True,
+        region_style=True,
     ),
 }
 

@@ -76,37 +76,56 @@ class AdaIN(nn.Module):
     """Instance norm whose scale and shift come from the style: ``IN(x) * (1 + gamma) + beta``.
 
     The ``1 +`` keeps a freshly initialised MLP close to plain instance norm.
+    With ``regions`` > 0 (region-wise AdaIN) the style gives one scale and
+    shift per channel *and makeup region*, and each pixel takes the mix of
+    them its region masks say: ``gamma(p) = sum_k m_k(p) gamma_k``. The paper's
+    single scale and shift per channel must reach the lips through features
+    that happen to be lips-only; a small network trained briefly learns that
+    weakly and paints an average lip colour whatever the reference. Laid out
+    by the masks, the lips' shift lands on the lips by construction.
     """
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, regions: int = 0) -> None:
         super().__init__()
         self.norm = nn.InstanceNorm2d(channels)
         self.channels = channels
+        self.regions = regions
 
-    def forward(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-        gamma, beta = params.unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
+    @property
+    def n_params(self) -> int:
+        """Style parameters this layer consumes: a scale and a shift per channel (and region)."""
+        return 2 * self.channels * max(1, self.regions)
+
+    def forward(self, x: torch.Tensor, params: torch.Tensor, layout: torch.Tensor | None = None) -> torch.Tensor:
+        """``layout``: the region masks at x's resolution, (N, regions, H * W); only with ``regions``."""
+        if not self.regions:
+            gamma, beta = params.unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
+            return self.norm(x) * (1.0 + gamma) + beta
+        per_region = params.reshape(-1, 2, self.regions, self.channels).transpose(2, 3)  # (N, 2, C, R)
+        gamma = torch.bmm(per_region[:, 0], layout).view_as(x)
+        beta = torch.bmm(per_region[:, 1], layout).view_as(x)
         return self.norm(x) * (1.0 + gamma) + beta
 
 
 class AdaINResBlock(nn.Module):
     """Residual block whose two norms are AdaIN layers (decoder)."""
 
-    def __init__(self, channels: int, separable: bool) -> None:
+    def __init__(self, channels: int, separable: bool, regions: int = 0) -> None:
         super().__init__()
         self.conv1 = spatial_conv(channels, channels, 3, 1, separable)
-        self.norm1 = AdaIN(channels)
+        self.norm1 = AdaIN(channels, regions)
         self.conv2 = spatial_conv(channels, channels, 3, 1, separable)
-        self.norm2 = AdaIN(channels)
+        self.norm2 = AdaIN(channels, regions)
 
     @property
     def n_params(self) -> int:
-        """AdaIN parameters this block consumes: scale and shift for each of its two norms."""
-        return 4 * self.norm1.channels
+        """Style parameters this block consumes: those of its two norms."""
+        return self.norm1.n_params + self.norm2.n_params
 
-    def forward(self, x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, params: torch.Tensor, layout: torch.Tensor | None = None) -> torch.Tensor:
         p1, p2 = params.chunk(2, dim=1)
-        h = F.relu(self.norm1(self.conv1(x), p1))
-        return x + self.norm2(self.conv2(h), p2)
+        h = F.relu(self.norm1(self.conv1(x), p1, layout))
+        return x + self.norm2(self.conv2(h), p2, layout)
 
 
 class IdentityEncoder(nn.Module):
@@ -203,7 +222,10 @@ class Decoder(nn.Module):
     def __init__(self, cfg: IPMNetConfig) -> None:
         super().__init__()
         ch = cfg.content_channels
-        self.blocks = nn.ModuleList(AdaINResBlock(ch, cfg.separable) for _ in range(cfg.n_res))
+        regions = cfg.n_masks if cfg.region_style else 0
+        self.blocks = nn.ModuleList(AdaINResBlock(ch, cfg.separable, regions) for _ in range(cfg.n_res))
+        self.code_scale = 2**cfg.n_downsample
+        self.regions = regions
         up: list[nn.Module] = []
         if cfg.resample == "shuffle":
             factor = 2**cfg.n_downsample
@@ -228,11 +250,13 @@ class Decoder(nn.Module):
     def n_adain_params(self) -> int:
         return sum(block.n_params for block in self.blocks)
 
-    def forward(self, code: torch.Tensor, adain_params: torch.Tensor) -> torch.Tensor:
+    def forward(self, code: torch.Tensor, adain_params: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         h = code
+        # region-wise AdaIN: each region's share of every code cell, (N, R, h * w)
+        layout = F.avg_pool2d(masks, self.code_scale).flatten(2) if self.regions else None
         sizes = [block.n_params for block in self.blocks]
         for block, params in zip(self.blocks, adain_params.split(sizes, dim=1)):
-            h = block(h, params)
+            h = block(h, params, layout)
         return self.up(h)
 
 
@@ -284,9 +308,10 @@ class Generator(nn.Module):
         dt = self.core_dtype
         return self.enc_id(r.to(dt), masks.to(dt))
 
-    def decode(self, code: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        """G with the MLP: the residual (N, 3, S, S) fp32 for an identity code and a style code."""
-        return self.dec(code, self.mlp(style.to(self.core_dtype))).float()
+    def decode(self, code: torch.Tensor, style: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """G with the MLP: the residual (N, 3, S, S) fp32 for an identity code, a style code and the masks."""
+        dt = self.core_dtype
+        return self.dec(code, self.mlp(style.to(dt)), masks.to(dt)).float()
 
     def mix_styles(
         self, x: torch.Tensor, masks: torch.Tensor, ref_style: torch.Tensor, alpha: torch.Tensor
@@ -308,7 +333,7 @@ class Generator(nn.Module):
         s = self._mix(ref_style, own, alpha)
         if self.cfg.self_style:
             s = torch.cat([s, own], dim=1)
-        residual = self.decode(self.encode_identity(r, masks), s)
+        residual = self.decode(self.encode_identity(r, masks), s, masks)
         return (r + u * residual).clamp(-1.0, 1.0)
 
 
