@@ -3,7 +3,8 @@
 What is quantized, and why (see ``float_nodes``):
 
 * The learned convolutions (identity encoder, the generator's copy of the
-  style encoder, decoder) and the decoder's nearest-neighbour upsampling.
+  style encoder, decoder) and, in the strided ``full`` network, the
+  decoder's nearest-neighbour upsampling.
   onnxruntime fuses DequantizeLinear -> Conv -> QuantizeLinear into
   QLinearConv and runs Resize directly on int8; TensorRT parses the same
   Q/DQ pairs as explicit quantization.
@@ -11,8 +12,8 @@ What is quantized, and why (see ``float_nodes``):
   fill, texture high-pass), the style mix, the final composition
   ``clamp(r + u * residual)`` (so pixels outside the masks stay bit-identical
   to the input, as in fp32), instance norm and the AdaIN scale/shift (the
-  statistics and the style live there), the style MLP (one tiny Gemm chain
-  per frame). The quantizer rewires every consumer of a quantized tensor to
+  statistics and the style live there, region-wise or not), the style MLP
+  (one tiny Gemm chain per frame). The quantizer rewires every consumer of a quantized tensor to
   its DequantizeLinear output, including float ones; ``restore_float_inputs``
   gives float readers their float tensor back, except where the tensor is a
   quantized convolution's output (that one stays int8 so the convolution
@@ -24,18 +25,19 @@ default: the format TensorRT's explicit quantization needs (zero point 0).
 x86 CPU without VNNI they were not measurably faster once every convolution
 fuses (the Relus that symmetric int8 keeps are cheap next to the rest).
 
-What decides the speed on onnxruntime's CPU provider (measured on the lite
-generator, AVX2 without VNNI): QLinearConv beats the fp32 NCHWc convolution
-only on the pointwise (1x1) layers (1.5-2.6x per layer); the depthwise 5x5
-layers, the 3-channel input convolutions and the 3-channel output one run
-slower in int8, and every float island (instance norm and AdaIN after each
+What decides the speed on onnxruntime's CPU provider (x86 AVX2 without
+VNNI): QLinearConv beats the fp32 convolution on dense convolutions over
+many channels; depthwise convolutions and 3-channel full-resolution ones run
+slower in int8, and every float island (an instance norm or AdaIN after a
 convolution) costs a DequantizeLinear, a QuantizeLinear and two NHWC/NCHW
-Transposes. A quantized tensor read by a float node as well (a skip
-connection) must get its own float copy or the reader's DequantizeLinear is
-shared and the convolution is not fused at all (see
-``restore_float_inputs``). ``ipmcam calibrate report`` measures the result;
-INT8 pays off with TensorRT on a GPU, where the same Q/DQ graph runs as fused
-int8 kernels.
+Transposes. The ``lite`` network is built for that: pixel (un)shuffle puts
+every convolution at 64x64 as a dense 3x3 over 48-64 channels, its identity
+encoder has no norm, and the decoder's six AdaIN layers are the only
+islands. A quantized tensor read by a float node as well (a skip connection)
+must get its own float copy or the reader's DequantizeLinear is shared and
+the convolution is not fused at all (see ``restore_float_inputs``).
+``ipmcam calibrate report`` measures the result (docs/benchmarks.md); on a
+GPU, TensorRT runs the same Q/DQ graph as fused int8 kernels.
 """
 from __future__ import annotations
 
