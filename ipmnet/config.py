@@ -53,6 +53,9 @@ class IPMNetConfig:
     self_style: bool = False
     #: region-wise AdaIN: a scale and shift per makeup region, laid out by the masks (see ``networks.AdaIN``)
     region_style: bool = False
+    #: the style code ends with each region's mean colour, and the identity encoder also reads a colour
+    #: hint image: every region painted with the style's colour for it (see ``networks.Generator``)
+    colour_hint: bool = False
     crop_size: int = 256
     n_masks: int = 3
     #: IPM-Net preprocessing: Gaussian high-pass that keeps the skin texture inside the greyed regions
@@ -65,6 +68,18 @@ class IPMNetConfig:
             raise ValueError(f"unknown resample {self.resample!r}; choose strided or shuffle")
         if self.resample == "shuffle" and self.separable:
             raise ValueError("resample='shuffle' uses dense convolutions; separable must be False")
+        if self.learned_style_dim < 1:
+            raise ValueError(f"style_dim {self.style_dim} leaves no room for a learned code beside the colour hint")
+
+    @property
+    def hint_dim(self) -> int:
+        """Entries at the end of the style code that are region mean colours (3 per region), or 0."""
+        return 3 * self.n_masks if self.colour_hint else 0
+
+    @property
+    def learned_style_dim(self) -> int:
+        """Entries of the style code that the style encoder learns."""
+        return self.style_dim - self.hint_dim
 
     @property
     def content_channels(self) -> int:
@@ -90,8 +105,9 @@ CONFIGS: dict[str, IPMNetConfig] = {
     # Same encoders, AdaIN decoder and residual output, built for a CPU and
     # for int8: pixel (un)shuffle by 4, so all convolutions are dense 3x3
     # ones at 64x64; no norm in the identity encoder; the skin keeps its own
-    # tone; the decoder also sees the input's style, and its AdaIN acts per
-    # region (lips, lids, skin). ~1.1 M parameters.
+    # tone; the decoder also sees the input's style, its AdaIN acts per
+    # region (lips, lids, skin), and the style's region colours reach the
+    # identity encoder as a hint image. ~1.1 M parameters.
     "lite": IPMNetConfig(
         dim=16,
         style_dim=64,
@@ -106,6 +122,7 @@ CONFIGS: dict[str, IPMNetConfig] = {
         grey_skin=False,
         self_style=True,
         region_style=True,
+        colour_hint=True,
     ),
 }
 

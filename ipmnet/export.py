@@ -28,7 +28,7 @@ import onnx
 import torch
 from torch import nn
 
-from ipmnet.config import CONFIGS, get_config
+from ipmnet.config import CONFIGS, IPMNetConfig, get_config
 from ipmnet.networks import Generator
 from ipmnet.weights import (GENERATOR_FILES, STYLE_ENCODER, TRAIN_STATE, WEIGHTS_FILE, load_weights, save_train_state,
                             save_weights, write_manifest)
@@ -57,7 +57,7 @@ def example_inputs(generator: Generator, batch: int = 2, size: int = 64) -> dict
     Tracing runs the network once; at the real crop size that takes half a
     minute for the fp16 variant on a CPU. The graph is fully convolutional, so
     it is traced small with dynamic spatial axes and then pinned to the crop
-    size (``_pin_spatial``); the parity tests run it at full size.
+    size (``_pin_sizes``); the parity tests run it at full size.
     """
     cfg = generator.cfg
     gen = torch.Generator().manual_seed(0)
@@ -69,18 +69,21 @@ def example_inputs(generator: Generator, batch: int = 2, size: int = 64) -> dict
     }
 
 
-def _pin_spatial(model: onnx.ModelProto, size: int) -> None:
-    """Fix the traced-dynamic height and width of every image-shaped input and output to ``size``."""
+def _pin_sizes(model: onnx.ModelProto, size: int, style_dim: int) -> None:
+    """Fix the traced-dynamic sizes of the inputs and outputs: images ``size`` square, style codes
+    ``style_dim`` long (the colour part of a code is averaged over dynamic pixels, so tracing leaves
+    its length symbolic)."""
     for value in list(model.graph.input) + list(model.graph.output):
         dims = value.type.tensor_type.shape.dim
-        if len(dims) == 4:
-            for d in dims[2:]:
-                d.Clear()
-                d.dim_value = size
+        pinned = {2: size, 3: size} if len(dims) == 4 else {1: style_dim} if value.name == "style" else {}
+        for axis, length in pinned.items():
+            dims[axis].Clear()
+            dims[axis].dim_value = length
 
 
 def _export(
-    module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str], size: int
+    module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str],
+    cfg: IPMNetConfig,
 ) -> None:
     dynamic = {name: {0: "batch"} for name in inputs + outputs}
     for name in ("image", "masks", "output"):
@@ -107,7 +110,7 @@ def _export(
             dynamo=False,
         )
     model = onnx.load(str(path))
-    _pin_spatial(model, size)
+    _pin_sizes(model, cfg.crop_size, cfg.style_dim)
     del model.graph.value_info[:]  # traced with symbolic sizes: infer the pinned ones afresh
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     model.producer_name = "ipmcam"
@@ -118,13 +121,13 @@ def _export(
 def export_style_encoder(generator: Generator, path: Path) -> None:
     ex = example_inputs(generator)
     inputs = (ex["image"], ex["masks"])
-    _export(StyleEncoderGraph(generator).eval(), inputs, path, ["image", "masks"], ["style"], generator.cfg.crop_size)
+    _export(StyleEncoderGraph(generator).eval(), inputs, path, ["image", "masks"], ["style"], generator.cfg)
 
 
 def export_generator(generator: Generator, path: Path) -> None:
     ex = example_inputs(generator)
     args = (ex["image"], ex["masks"], ex["style"], ex["alpha"])
-    _export(generator.eval(), args, path, ["image", "masks", "style", "alpha"], ["output"], generator.cfg.crop_size)
+    _export(generator.eval(), args, path, ["image", "masks", "style", "alpha"], ["output"], generator.cfg)
 
 
 def export_model(generator: Generator, config_name: str, out_dir: Path, fp16: bool = False) -> Path:

@@ -137,7 +137,7 @@ class IdentityEncoder(nn.Module):
 
     def __init__(self, cfg: IPMNetConfig) -> None:
         super().__init__()
-        c_in, norm = 3 + cfg.n_masks, cfg.encoder_norm
+        c_in, norm = 3 + cfg.n_masks + (3 if cfg.colour_hint else 0), cfg.encoder_norm
         ch = cfg.content_channels
         layers: list[nn.Module]
         if cfg.resample == "shuffle":
@@ -150,8 +150,8 @@ class IdentityEncoder(nn.Module):
         layers += [ResBlock(ch, cfg.separable, norm) for _ in range(cfg.n_res)]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, r: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([r, masks], dim=1))
+    def forward(self, r: torch.Tensor, masks: torch.Tensor, hint: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(torch.cat([r, masks] if hint is None else [r, masks, hint], dim=1))
 
 
 class StyleEncoder(nn.Module):
@@ -182,14 +182,22 @@ class StyleEncoder(nn.Module):
             ch = c_out
         self.features = nn.Sequential(*layers)
         self.scale = 2**cfg.style_downsample
-        self.head = nn.Linear(ch * cfg.n_masks, cfg.style_dim)
+        self.head = nn.Linear(ch * cfg.n_masks, cfg.learned_style_dim)
+        self.colour_hint = cfg.colour_hint
+
+    @staticmethod
+    def region_means(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) values averaged inside each of the (N, R, h, w) soft regions: (N, R, C)."""
+        sums = torch.bmm(weights.flatten(2), values.flatten(2).transpose(1, 2))
+        return sums / (weights.flatten(2).sum(dim=2, keepdim=True) + 1e-4)
 
     def forward(self, x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         feats = self.features(torch.cat([x * union_mask(masks), masks], dim=1))  # (N, C, h, w)
         small = F.avg_pool2d(masks, self.scale)  # (N, R, h, w): each region's share of a feature cell
-        sums = torch.bmm(small.flatten(2), feats.flatten(2).transpose(1, 2))  # (N, R, C)
-        pooled = sums / (small.flatten(2).sum(dim=2, keepdim=True) + 1e-4)
-        return self.head(pooled.flatten(1))
+        code = self.head(self.region_means(feats, small).flatten(1))
+        if not self.colour_hint:
+            return code
+        return torch.cat([code, self.region_means(x, masks).flatten(1)], dim=1)
 
 
 class MLP(nn.Module):
@@ -267,7 +275,8 @@ class Generator(nn.Module):
       s_self = ES(x, masks)
       s = alpha * ref_style + (1 - alpha) * s_self    (paper: S = a S_ref + (1 - a) S_self)
       r = preprocess(x, masks)
-      out = clamp(r + u * G(EI(r), s), -1, 1)       G(EI(r), [s, s_self]) with ``self_style``
+      out = clamp(r + u * G(EI(r), s), -1, 1)       G(EI(r), [s, s_self]) with ``self_style``,
+                                                    EI(r, hint(s)) with ``colour_hint``
 
     Background invariance: out == x exactly wherever the mask union u is 0,
     for any weights (r == x there and the residual is gated by u).
@@ -303,10 +312,23 @@ class Generator(nn.Module):
         dt = self.core_dtype
         return self.enc_style(y.to(dt), masks.to(dt)).float()
 
-    def encode_identity(self, r: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """EI on an already preprocessed image and its masks."""
+    def encode_identity(self, r: torch.Tensor, masks: torch.Tensor, hint: torch.Tensor | None = None) -> torch.Tensor:
+        """EI on an already preprocessed image, its masks and (``colour_hint``) the colour hint image."""
         dt = self.core_dtype
-        return self.enc_id(r.to(dt), masks.to(dt))
+        return self.enc_id(r.to(dt), masks.to(dt), None if hint is None else hint.to(dt))
+
+    def colour_hint_image(self, style: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """Each region painted with the style's mean colour for it, (N, 3, S, S) fp32.
+
+        A style code is mixed linearly (intensity, per-region mixing), and so
+        is this image: half the intensity is half-way between the person's
+        colours and the reference's. Handing the colours over as an image
+        leaves the network the local job of putting them on with the face's
+        own shading and texture, which a small one learns in minutes, where
+        reading them out of a global code was learned weakly.
+        """
+        colours = style[:, self.cfg.learned_style_dim:].reshape(-1, self.cfg.n_masks, 3)  # (N, R, 3)
+        return torch.bmm(colours.transpose(1, 2), masks.flatten(2)).view(-1, 3, *masks.shape[2:])
 
     def decode(self, code: torch.Tensor, style: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """G with the MLP: the residual (N, 3, S, S) fp32 for an identity code, a style code and the masks."""
@@ -331,9 +353,10 @@ class Generator(nn.Module):
         r = self.preprocess(x, masks)
         own = self.encode_style(x, masks)
         s = self._mix(ref_style, own, alpha)
+        hint = self.colour_hint_image(s, masks) if self.cfg.colour_hint else None
         if self.cfg.self_style:
             s = torch.cat([s, own], dim=1)
-        residual = self.decode(self.encode_identity(r, masks), s, masks)
+        residual = self.decode(self.encode_identity(r, masks, hint), s, masks)
         return (r + u * residual).clamp(-1.0, 1.0)
 
 

@@ -32,7 +32,7 @@ def test_shapes_and_dtypes(lite) -> None:
     x, m = torch.rand(2, 3, 256, 256) * 2 - 1, torch.rand(2, 3, 256, 256)
     with torch.no_grad():
         style = lite.encode_style(x, m)
-        code = lite.encode_identity(lite.preprocess(x, m), m)
+        code = lite.encode_identity(lite.preprocess(x, m), m, lite.colour_hint_image(style, m))
         out = lite(x, m, style, torch.ones(2))
     assert style.shape == (2, cfg.style_dim) and style.dtype == torch.float32
     assert code.shape == (2, cfg.content_channels, 64, 64)
@@ -137,6 +137,28 @@ def test_lite_decoder_styles_each_region_separately(lite) -> None:
     blocks = lite.dec.blocks
     per_block = 2 * 2 * 3 * lite.cfg.content_channels  # 2 norms x (scale, shift) x 3 regions, per channel
     assert lite.mlp.net[-1].out_features == sum(b.n_params for b in blocks) == per_block * len(blocks)
+
+
+def test_style_code_ends_with_region_colours_and_the_hint_paints_them(lite, aligned_faces) -> None:
+    cfg = lite.cfg
+    assert cfg.colour_hint and cfg.hint_dim == 9 and cfg.learned_style_dim == cfg.style_dim - 9
+    crop, masks = aligned_faces[0]
+    x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    m = torch.from_numpy(masks)[None].float()
+    with torch.no_grad():
+        style = lite.encode_style(x, m)
+        hint = lite.colour_hint_image(style, m)
+    colours = style[0, cfg.learned_style_dim:].view(3, 3)
+    for region in (LIPS, EYE_SHADOW, SKIN):
+        inside = masks[region] > 0.5
+        weight = m[0, region]
+        expected = (x[0] * weight).sum(dim=(1, 2)) / weight.sum()
+        torch.testing.assert_close(colours[region], expected, atol=1e-3, rtol=0)
+        # where only this region's mask is 1, the hint is exactly that region's colour
+        only = inside & (masks.sum(axis=0) == masks[region])
+        pixels = hint[0][:, torch.from_numpy(only & (masks[region] == 1))]
+        torch.testing.assert_close(pixels, colours[region][:, None].expand_as(pixels))
+    assert not hint[0][:, torch.from_numpy(masks.max(axis=0) == 0)].any()  # nothing outside the regions
 
 
 def test_alpha_blends_the_styles(lite) -> None:
