@@ -53,27 +53,27 @@ class TrainSettings:
     """Everything that decides a run; saved beside its checkpoints."""
 
     config: str = "lite"
-    steps: int = 6000
+    steps: int = 4300
     batch: int = 8
     size: int = 128  # training resolution; the network is fully convolutional
     #: from this step on, train at the crop size the model runs at (256): the cheap small-size steps learn
     #: colour, the last ones the scale the pipeline feeds; -1: never
-    full_size_from: int = -1
+    full_size_from: int = 3600
     lr: float = 2e-4
     seed: int = 0
-    p_synthetic: float = 0.6
-    p_real: float = 0.25  # the rest: self-reconstruction
+    p_synthetic: float = 0.5
+    p_real: float = 0.4  # the rest: self-reconstruction
     w_region: float = 4.0  # extra L1 weight inside the makeup regions
     w_lips: float = 8.0  # and more on the lips and lids: small areas, the colours people look at
     w_eyes: float = 4.0
-    w_pseudo: float = 0.5
+    w_pseudo: float = 1.0
     w_gradient: float = 1.0
     w_code: float = 0.1
     w_adv: float = 0.05
     clip: float = 5.0  # gradient norm clip of the generator, a guard against a single bad batch
     adv_from: int = -1  # step at which the adversarial loss starts; -1: never
     sample_every: int = 250
-    checkpoint_every: int = 250
+    checkpoint_every: int = 100
 
 
 # ---------------------------------------------------------------- examples
