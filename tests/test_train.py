@@ -47,7 +47,7 @@ def test_batches_have_the_documented_shapes(tiny_faces) -> None:
 def test_training_size_switches_to_the_crop_size() -> None:
     settings = TrainSettings(size=128, full_size_from=10)
     assert [training_size(settings, step) for step in (0, 9, 10, 500)] == [128, 128, 256, 256]
-    assert training_size(TrainSettings(size=96), 10**6) == 96  # -1: never
+    assert training_size(TrainSettings(size=96, full_size_from=-1), 10**6) == 96  # -1: never
 
 
 def test_synthetic_targets_differ_from_sources_only_inside_the_masks(tiny_faces) -> None:
