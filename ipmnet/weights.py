@@ -34,6 +34,8 @@ STYLE_ENCODER = "style_encoder.onnx"
 #: and registered with ``add_to_manifest``
 GENERATOR_FILES = {"fp32": "generator.onnx", "fp16": "generator.fp16.onnx", "int8": "generator.int8.onnx"}
 FORMAT = "ipmcam-model/1"
+QUANTIZE_HINT = ("make it with `ipmcam calibrate build-set --model-dir {root}` then "
+                 "`ipmcam calibrate quantize --model-dir {root}`")
 EXPORT_HINT = "re-export it with `python -m ipmnet.export --config <name> --weights <file> --out <dir>`"
 
 
@@ -74,18 +76,19 @@ class Manifest:
         for name in names:
             entry = self.files.get(name)
             path = self.root / name
+            hint = QUANTIZE_HINT.format(root=self.root) if name == GENERATOR_FILES["int8"] else EXPORT_HINT
             if entry is None:
-                raise EngineError(f"{path.name} is not part of the model in {self.root}: {EXPORT_HINT}")
+                raise EngineError(f"{path.name} is not part of the model in {self.root}: {hint}")
             if not path.is_file():
-                raise EngineError(f"model file {path} is missing: {EXPORT_HINT}")
+                raise EngineError(f"model file {path} is missing: {hint}")
             size = path.stat().st_size
             if size != entry["bytes"]:
                 raise EngineError(
-                    f"model file {path} is truncated or incomplete ({size} of {entry['bytes']} bytes): {EXPORT_HINT}"
+                    f"model file {path} is truncated or incomplete ({size} of {entry['bytes']} bytes): {hint}"
                 )
             if sha256_file(path) != entry["sha256"]:
                 raise EngineError(
-                    f"model file {path} does not match its manifest checksum (corrupted or modified): {EXPORT_HINT}"
+                    f"model file {path} does not match its manifest checksum (corrupted or modified): {hint}"
                 )
 
 

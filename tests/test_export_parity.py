@@ -126,7 +126,8 @@ def test_manifest_detects_missing_truncated_and_tampered_files(lite, tmp_path) -
         load(copy)
     with pytest.raises(EngineError, match="no model directory"):
         load(tmp_path / "nowhere")
-    with pytest.raises(EngineError, match=r"generator\.int8\.onnx is not part of the model"):
+    with pytest.raises(EngineError, match=r"generator\.int8\.onnx is not part of the model in .*: make it with "
+                       r"`ipmcam calibrate build-set"):
         load(root, backend="onnxruntime", precision="int8")
 
 
