@@ -97,13 +97,19 @@ class AdaIN(nn.Module):
         return 2 * self.channels * max(1, self.regions)
 
     def forward(self, x: torch.Tensor, params: torch.Tensor, layout: torch.Tensor | None = None) -> torch.Tensor:
-        """``layout``: the region masks at x's resolution, (N, regions, H * W); only with ``regions``."""
+        """``layout``: the region masks at x's resolution, (N, regions, H, W); only with ``regions``.
+
+        The per-pixel maps take their shape from the layout, not from x: a
+        Shape node reading a convolution's output is a second reader of it,
+        which in an int8 graph keeps onnxruntime from fusing that convolution.
+        """
         if not self.regions:
             gamma, beta = params.unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
             return self.norm(x) * (1.0 + gamma) + beta
         per_region = params.reshape(-1, 2, self.regions, self.channels).transpose(2, 3)  # (N, 2, C, R)
-        gamma = torch.bmm(per_region[:, 0], layout).view_as(x)
-        beta = torch.bmm(per_region[:, 1], layout).view_as(x)
+        flat, size = layout.flatten(2), (layout.shape[0], self.channels, layout.shape[2], layout.shape[3])
+        gamma = torch.bmm(per_region[:, 0], flat).view(size)
+        beta = torch.bmm(per_region[:, 1], flat).view(size)
         return self.norm(x) * (1.0 + gamma) + beta
 
 
@@ -260,8 +266,8 @@ class Decoder(nn.Module):
 
     def forward(self, code: torch.Tensor, adain_params: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         h = code
-        # region-wise AdaIN: each region's share of every code cell, (N, R, h * w)
-        layout = F.avg_pool2d(masks, self.code_scale).flatten(2) if self.regions else None
+        # region-wise AdaIN: each region's share of every code cell, (N, R, h, w)
+        layout = F.avg_pool2d(masks, self.code_scale) if self.regions else None
         sizes = [block.n_params for block in self.blocks]
         for block, params in zip(self.blocks, adain_params.split(sizes, dim=1)):
             h = block(h, params, layout)

@@ -23,9 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO_CLIP = REPO / "assets" / "demo.mp4"
 DEMO_REFERENCE = REPO / "assets" / "reference.jpg"
 
-#: The engine used when none is named. The shipped ipmnet model preserves identity better but copies
-#: a reference's colours less closely than classic (docs/eval.md); it becomes the default once it wins.
-DEFAULT_ENGINE = "classic"
+#: The engine used when none is named: the shipped ipmnet model where its weights and a runtime are
+#: there (it wins the evaluation, docs/eval.md), else classic, which needs neither.
+DEFAULT_ENGINE = "auto"
 
 #: Modules that add subcommands: each has ``register(subparsers)``, which adds its
 #: parser(s) with ``set_defaults(handler=...)``. They must import light (no torch).

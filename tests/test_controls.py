@@ -246,7 +246,7 @@ def test_config_print_shows_the_effective_settings(tmp_path, capsys, monkeypatch
     assert f"# config file: {path}" in out and "[live]" in out and "[apply]" in out
     assert 'camera = "rtsp://cam"  # from config' in out
     assert out.count("intensity = 0.4  # from config") == 2 and "output-fps = 15.0  # from config" in out
-    assert "engine = \"classic\"\n" in out and "# reference =  (unset)" in out
+    assert "engine = \"auto\"\n" in out and "# reference =  (unset)" in out
     # What it prints is itself a valid config that yields the same settings.
     printed = _write(tmp_path, out)
     assert config.parse_args(build_parser(), ["live", "--config", str(printed)]).camera == "rtsp://cam"

@@ -123,7 +123,7 @@ def test_region_adain_puts_each_regions_style_where_its_mask_is() -> None:
     layout = torch.zeros(1, regions, 4, 4)
     layout[0, LIPS, :2] = 1.0  # top half: lips; bottom-left quarter: nothing; bottom-right: half skin
     layout[0, SKIN, 2:, 2:] = 0.5
-    out = norm(x, params, layout.flatten(2))
+    out = norm(x, params, layout)
     plain = torch.nn.functional.instance_norm(x)
     lips = plain[..., :2, :] * (1 + gamma[0, LIPS].view(1, -1, 1, 1)) + beta[0, LIPS].view(1, -1, 1, 1)
     torch.testing.assert_close(out[..., :2, :], lips)
