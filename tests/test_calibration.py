@@ -198,7 +198,7 @@ def test_excluded_nodes_stay_float(model_dir, quantized) -> None:
 
 
 def test_int8_runs_in_onnxruntime_close_to_fp32(model_dir, quantized, aligned_faces, calib_set) -> None:
-    """Tolerance (shipped weights, minmax on 8 calibration crops): PSNR >= 33 dB over the makeup region
+    """Tolerance (shipped weights, minmax on 8 calibration crops): PSNR >= 38 dB over the makeup region
     and mean |error| <= 3 levels there (measured 43.2 dB), and pixels outside the masks bit-identical to
     the input, as in fp32. Trained weights are measured by `ipmcam calibrate report` (docs/benchmarks.md)."""
     from engines.loader import load
@@ -210,7 +210,7 @@ def test_int8_runs_in_onnxruntime_close_to_fp32(model_dir, quantized, aligned_fa
     ref, out = outs
     assert np.abs(out - ref).max() > 0  # it really is a different graph
     print(f"int8 vs fp32: makeup-region PSNR {psnr(out, ref, u):.2f} dB")
-    assert psnr(out, ref, u) >= 33.0
+    assert psnr(out, ref, u) >= 38.0
     assert np.abs(out - ref)[np.broadcast_to(u, out.shape)].mean() <= 3.0
     outside = np.broadcast_to(~u, out.shape)
     np.testing.assert_array_equal(out[outside], (feeds["image"] * 127.5)[outside])
