@@ -67,8 +67,8 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--strength", type=_strengths, metavar="REGION=S,...",
                    help="per-region strength 0..1, e.g. lips=1,eyes=0.5,skin=0.3 (regions: lips, eyes, skin)")
     g.add_argument("--engine", default=DEFAULT_ENGINE, choices=("auto", "ipmnet", "classic"),
-                   help="classic (default): per-region colour transfer; ipmnet: the neural generator; "
-                        "auto: ipmnet when its weights are installed, else classic")
+                   help="auto (default): ipmnet when its weights and a runtime are installed, else classic; "
+                        "ipmnet: the neural generator; classic: per-region colour transfer")
     g.add_argument("--backend", default="auto", choices=("auto", "onnxruntime", "torch", "tensorrt"))
     g.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
     g.add_argument("--model-dir", type=Path, help="folder with generator.onnx, style_encoder.onnx, manifest.json")
