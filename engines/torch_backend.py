@@ -74,7 +74,9 @@ class TorchBackend:
         log.info("torch generator on %s (%s%s)", self.device, precision, ", CUDA graphs" if self.cuda_graphs else "")
 
     def _tensors(self, *arrays: np.ndarray) -> tuple[Any, ...]:
-        return tuple(self.torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device) for a in arrays)
+        """Tensors sharing the arrays' memory where that is safe: read-only inputs (a broadcast style,
+        a frame buffer) are copied, since torch may not alias memory it could be asked to write."""
+        return tuple(self.torch.from_numpy(np.require(a, np.float32, ("C", "W"))).to(self.device) for a in arrays)
 
     def style(self, image: np.ndarray, masks: np.ndarray) -> np.ndarray:
         with self.torch.no_grad():

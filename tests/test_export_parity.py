@@ -163,6 +163,26 @@ def test_engine_encodes_the_reference_once(lite, aligned_faces, caplog) -> None:
     engine.close()
 
 
+def test_torch_cpu_backend_matches_onnxruntime_on_read_only_inputs(lite, aligned_faces) -> None:
+    """Read-only arrays (a broadcast style, a frame from a decoder) go in without a warning, copied."""
+    import warnings
+
+    _, root = lite
+    crops = np.stack([c for c, _ in aligned_faces[:2]])
+    masks = np.stack([m for _, m in aligned_faces[:2]])
+    crops.setflags(write=False)
+    engines = [load(root, backend=name) for name in ("onnxruntime", "torch")]
+    style = engines[0].encode_style(crops[0], masks[0])
+    style.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        deltas = [engine.run(crops, masks, style) for engine in engines]
+    assert engines[1].name.startswith("ipmnet/torch-cpu")
+    assert np.abs(deltas[0] - deltas[1]).max() < 0.05  # pixel units: fp32 on both sides
+    for engine in engines:
+        engine.close()
+
+
 @pytest.mark.gpu
 def test_torch_cuda_backend_matches_onnxruntime(lite, real_batch) -> None:
     if not torch.cuda.is_available():
