@@ -45,6 +45,18 @@ def spatial_conv(c_in: int, c_out: int, kernel: int, stride: int, separable: boo
     )
 
 
+def paint_regions(values: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
+    """Per-region vectors (N, R, C) spread over an image by its region masks (N, R, H, W): (N, C, H, W),
+    each pixel the mask-weighted sum ``sum_k m_k(p) values_k``.
+
+    The shape comes from the masks, never from a feature map: in an int8
+    graph a Shape node reading a convolution's output is a second reader of
+    it, which keeps onnxruntime from fusing that convolution.
+    """
+    n, _, h, w = layout.shape
+    return torch.bmm(values.transpose(1, 2), layout.flatten(2)).view(n, -1, h, w)
+
+
 class ConvBlock(nn.Sequential):
     """Convolution, optional normalisation, ReLU."""
 
@@ -97,19 +109,12 @@ class AdaIN(nn.Module):
         return 2 * self.channels * max(1, self.regions)
 
     def forward(self, x: torch.Tensor, params: torch.Tensor, layout: torch.Tensor | None = None) -> torch.Tensor:
-        """``layout``: the region masks at x's resolution, (N, regions, H, W); only with ``regions``.
-
-        The per-pixel maps take their shape from the layout, not from x: a
-        Shape node reading a convolution's output is a second reader of it,
-        which in an int8 graph keeps onnxruntime from fusing that convolution.
-        """
+        """``layout``: the region masks at x's resolution, (N, regions, H, W); only with ``regions``."""
         if not self.regions:
             gamma, beta = params.unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
-            return self.norm(x) * (1.0 + gamma) + beta
-        per_region = params.reshape(-1, 2, self.regions, self.channels).transpose(2, 3)  # (N, 2, C, R)
-        flat, size = layout.flatten(2), (layout.shape[0], self.channels, layout.shape[2], layout.shape[3])
-        gamma = torch.bmm(per_region[:, 0], flat).view(size)
-        beta = torch.bmm(per_region[:, 1], flat).view(size)
+        else:
+            per_region = params.reshape(-1, 2, self.regions, self.channels)  # (N, scale/shift, R, C)
+            gamma, beta = paint_regions(per_region[:, 0], layout), paint_regions(per_region[:, 1], layout)
         return self.norm(x) * (1.0 + gamma) + beta
 
 
@@ -334,7 +339,7 @@ class Generator(nn.Module):
         reading them out of a global code was learned weakly.
         """
         colours = style[:, self.cfg.learned_style_dim:].reshape(-1, self.cfg.n_masks, 3)  # (N, R, 3)
-        return torch.bmm(colours.transpose(1, 2), masks.flatten(2)).view(-1, 3, *masks.shape[2:])
+        return paint_regions(colours, masks)
 
     def decode(self, code: torch.Tensor, style: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """G with the MLP: the residual (N, 3, S, S) fp32 for an identity code, a style code and the masks."""

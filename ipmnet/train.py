@@ -46,6 +46,8 @@ log = logging.getLogger("ipmcam")
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
+#: a run folder's checkpoint: resumed from when present, rewritten every ``checkpoint_every`` steps
+CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass
@@ -315,7 +317,7 @@ def train(settings: TrainSettings, data: Path, out_dir: Path, faces_cache: Path,
     disc = MultiScaleDiscriminator(n_scales=2, dim=32, n_layers=3)
     opt_g = torch.optim.Adam(gen.parameters(), lr=settings.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=settings.lr, betas=(0.5, 0.999))
-    ckpt = out_dir / "checkpoint.pt"
+    ckpt = out_dir / CHECKPOINT
     step = 0
     start = ckpt if ckpt.is_file() else resume_from
     if start is not None:
@@ -397,7 +399,7 @@ def main(argv: list[str] | None = None) -> None:
         from ipmnet.weights import TRAIN_STATE, save_train_state
 
         export_model(gen, settings.config, args.export)
-        save_train_state(args.out / "checkpoint.pt", args.export / TRAIN_STATE)
+        save_train_state(args.out / CHECKPOINT, args.export / TRAIN_STATE)
         log.info("exported to %s", args.export)
 
 
