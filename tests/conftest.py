@@ -8,6 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
+from ipmcam.resources import DEMO_REFERENCE
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("IPMCAM_SHARED_DATA", REPO.parent / "shared" / "data"))
 
@@ -23,8 +25,8 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def aligned_faces(shared_data: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     """Real canonical crops (256, 256, 3) uint8 BGR with their region masks (3, 256, 256) float32."""
-    from realtime.reference import align_face
-    from realtime.tracker import FaceTracker
+    from ipmcam.face.reference import align_face
+    from ipmcam.face.tracker import FaceTracker
 
     paths = sorted((shared_data / "faces" / "nonmakeup").glob("*.png"))[:3]
     paths += sorted((shared_data / "faces" / "makeup").glob("*.png"))[:3]
@@ -44,13 +46,13 @@ def aligned_faces(shared_data: Path) -> list[tuple[np.ndarray, np.ndarray]]:
 @pytest.fixture(scope="session")
 def reference_image() -> np.ndarray:
     """The bundled demo reference (a face with strong makeup), BGR uint8."""
-    image = cv2.imread(str(REPO / "assets" / "reference.jpg"))
+    image = cv2.imread(str(DEMO_REFERENCE))
     assert image is not None
     return image
 
 
 def clip_frames(shared_data: Path, name: str, count: int, every: int = 1) -> list[np.ndarray]:
     """The first ``count`` frames (every ``every``-th) of a development clip, BGR uint8."""
-    from realtime.sources import video_frames
+    from ipmcam.media import video_frames
 
     return list(video_frames(shared_data / "videos" / name, every, count))

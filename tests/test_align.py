@@ -4,8 +4,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from realtime import align
-from realtime.tracker import FaceTracker
+from ipmcam.face import align
+from ipmcam.face.tracker import FaceTracker
 
 
 def _random_similarity(rng: np.random.Generator) -> np.ndarray:

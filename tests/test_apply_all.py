@@ -8,6 +8,8 @@ from pathlib import Path
 import cv2
 import pytest
 
+from ipmcam.resources import DEMO_REFERENCE
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 MEDIA = sorted((SHARED / "videos").glob("*.mp4")) + sorted((SHARED / "stills").glob("*.jpg"))
@@ -17,8 +19,8 @@ MEDIA = sorted((SHARED / "videos").glob("*.mp4")) + sorted((SHARED / "stills").g
 @pytest.mark.parametrize("path", MEDIA, ids=[p.name for p in MEDIA])
 def test_apply_completes(path: Path, tmp_path: Path) -> None:
     out = tmp_path / (path.stem + (".mp4" if path.suffix == ".mp4" else ".png"))
-    proc = subprocess.run([sys.executable, "-m", "realtime", "apply", str(path), str(out), "--reference",
-                           str(REPO / "assets" / "reference.jpg"), "--engine", "classic"],
+    proc = subprocess.run([sys.executable, "-m", "ipmcam", "apply", str(path), str(out), "--reference",
+                           str(DEMO_REFERENCE), "--engine", "classic"],
                           capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     if path.suffix == ".mp4":

@@ -5,8 +5,8 @@ import time
 
 import numpy as np
 
-from realtime.pipeline import Pipeline, PipelineOptions
-from realtime.sinks import NullSink
+from ipmcam.realtime.pipeline import Pipeline, PipelineOptions
+from ipmcam.realtime.sinks import NullSink
 from tests.conftest import clip_frames
 from tests.test_faults import FlakySource, Recorder
 from tests.test_pipeline import RedLips, _face_hull

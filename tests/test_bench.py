@@ -9,16 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from realtime.bench import (
+from ipmcam.cli import main
+from ipmcam.measure.bench import (
     BenchSettings,
     Report,
-    SyntheticFace,
     engine_specs,
-    fit_frame,
-    format_stages,
     size_ratios,
 )
-from realtime.cli import main
+from ipmcam.measure.frames import SyntheticFace, fit_frame
+from ipmcam.realtime.stages import format_stages
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "docs" / "bench_schema.json"
@@ -35,10 +34,10 @@ def lite_model(tmp_path_factory) -> Path:
     """A random-init lite model exported like a trained one (timings do not depend on the weights)."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
-    from ipmnet import export
-    from ipmnet.config import get_config
-    from ipmnet.networks import build_generator
-    from ipmnet.weights import save_weights
+    from ipmcam.ipmnet import export
+    from ipmcam.ipmnet.config import get_config
+    from ipmcam.ipmnet.networks import build_generator
+    from ipmcam.ipmnet.weights import save_weights
 
     root = tmp_path_factory.mktemp("bench_lite")
     torch.set_num_threads(2)
@@ -113,7 +112,7 @@ def test_synthetic_camera_async_and_skips(lite_model, tmp_path) -> None:
     skip, = report["skipped"]
     assert (skip["engine"], skip["backend"], skip["precision"]) == ("ipmnet", "onnxruntime", "int8")
     assert "generator.int8.onnx" in skip["reason"]
-    from realtime.pipeline import PipelineOptions
+    from ipmcam.realtime.pipeline import PipelineOptions
 
     if hasattr(PipelineOptions(), "async_inference"):
         assert run["async_inference"] and run["stages"]["generator_worker"]["count"] == run["generator_calls"] > 0
@@ -187,7 +186,7 @@ def test_ratios_compare_largest_to_smallest() -> None:
 
 
 def test_the_cli_stays_light_to_import() -> None:
-    code = ("import sys, realtime.cli as c; c.build_parser(); "
+    code = ("import sys, ipmcam.cli as c; c.build_parser(); "
             "print(sorted(m for m in ('torch', 'onnxruntime', 'matplotlib', 'rich', 'mediapipe') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -4,8 +4,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from realtime import align
-from realtime.blend import add_delta, support_box
+from ipmcam.face import align
+from ipmcam.realtime.blend import add_delta, support_box
 
 
 def _setup(frame_shape=(480, 640, 3)):

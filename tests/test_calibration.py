@@ -13,12 +13,21 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from calibration import dataset as cds  # noqa: E402
-from calibration.dataset import BuildSettings, CalibrationSet, Deduplicator, Faces, build_set, collect, load_set  # noqa: E402
-from calibration.quantize import (  # noqa: E402
-    INT8_FILE, REPORT_FILE, QuantizeSettings, float_nodes, psnr, quantize, quantized_tensors_reaching,
+from ipmcam.calibration import dataset as cds  # noqa: E402
+from ipmcam.calibration.dataset import BuildSettings, Deduplicator, Faces, build_set, collect  # noqa: E402
+from ipmcam.calibration.quantize import (  # noqa: E402
+    INT8_FILE,
+    REPORT_FILE,
+    QuantizeSettings,
+    float_nodes,
+    psnr,
+    quantize,
+    quantized_tensors_reaching,
 )
-from engines.base import EngineError  # noqa: E402
+from ipmcam.engines import calibration_set as cset  # noqa: E402
+from ipmcam.engines.calibration_set import CalibrationSet, load_set  # noqa: E402
+from ipmcam.errors import EngineError  # noqa: E402
+from ipmcam.resources import WEIGHTS_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,12 +40,12 @@ def model_dir(tmp_path_factory) -> Path:
     network without norms in its encoder saturates and says nothing about the shipped model.
     """
     torch = pytest.importorskip("torch")
-    from ipmnet.export import export_model
-    from ipmnet.networks import Generator
-    from ipmnet.weights import WEIGHTS_FILE, load_weights, read_manifest
+    from ipmcam.ipmnet.export import export_model
+    from ipmcam.ipmnet.networks import Generator
+    from ipmcam.ipmnet.weights import WEIGHTS_FILE, load_weights, read_manifest
 
     torch.set_num_threads(1)
-    shipped = REPO / "weights" / "lite"
+    shipped = WEIGHTS_DIR / "lite"
     cfg = read_manifest(shipped).config
     root = tmp_path_factory.mktemp("lite")
     export_model(load_weights(Generator(cfg), shipped / WEIGHTS_FILE), "lite", root)
@@ -52,7 +61,7 @@ def calib_set(aligned_faces, model_dir) -> CalibrationSet:
     """A small set from real aligned crops, references styled by the model's style encoder."""
     crops = np.stack([c for c, _ in aligned_faces])
     masks = np.stack([np.round(m * 255).astype(np.uint8) for _, m in aligned_faces])
-    styles = cds.compute_styles(model_dir, crops[-2:], masks[-2:])
+    styles = cset.compute_styles(model_dir, crops[-2:], masks[-2:])
     n = len(crops)
     return CalibrationSet(crops, masks, np.array([f"face{i}" for i in range(n)]), np.array([f"id{i}" for i in range(n)]),
                           crops[-2:], masks[-2:], np.array(["ref0", "ref1"]), styles, {"style_encoder_sha256": None})
@@ -78,7 +87,7 @@ def test_deduplicator_drops_repeats_and_keeps_new_frames(aligned_faces) -> None:
 
 
 def test_short_clip_gives_aligned_crops_and_a_repeated_frame_is_dropped(shared_data) -> None:
-    from realtime.tracker import FaceTracker
+    from ipmcam.face.tracker import FaceTracker
 
     frames = d18_frames(shared_data)
     assert len(frames) == 10
@@ -115,14 +124,14 @@ def test_build_set_saves_npz_and_manifest_without_held_out_identities(shared_dat
     assert str(held) in manifest["excluded_by_split"]
     (source,) = manifest["sources"]
     assert source["frames"] == 10 and source["kept"] == len(loaded) and source["kept"] + source["duplicates"] == 10
-    assert manifest["sha256"] == cds.sha256_bytes((tmp_path / "set.npz").read_bytes())
+    assert manifest["sha256"] == cset.sha256_bytes((tmp_path / "set.npz").read_bytes())
     assert manifest["style_encoder_sha256"] == json.loads((model_dir / "manifest.json").read_text())[
         "files"]["style_encoder.onnx"]["sha256"]
     assert loaded.crops.dtype == np.uint8 and loaded.masks.dtype == np.uint8 and loaded.styles.dtype == np.float32
     assert loaded.styles.shape == (1, 64) and loaded.ref_crops.shape == (1, 256, 256, 3)
     np.testing.assert_array_equal(loaded.crops, calib.crops)
     # the stored style is the style encoder's code for the stored reference crop
-    again = cds.compute_styles(model_dir, loaded.ref_crops, loaded.ref_masks)
+    again = cset.compute_styles(model_dir, loaded.ref_crops, loaded.ref_masks)
     np.testing.assert_allclose(loaded.styles, again, atol=1e-5)
     # a tampered set is refused
     (tmp_path / "set.npz").write_bytes((tmp_path / "set.npz").read_bytes()[:-10] + b"0123456789")
@@ -143,7 +152,7 @@ def test_generator_batches_have_the_graph_input_shapes(calib_set) -> None:
     np.testing.assert_array_equal(first["style"][2], calib_set.styles[0])  # references cycle
     np.testing.assert_array_equal(first["alpha"][:, 0], [1.0, 0.5, 1.0, 0.5])
     # the TensorRT calibrator feed keeps full batches only (fixed calibration profile)
-    from engines.tensorrt_backend import calibration_batches
+    from ipmcam.engines.tensorrt_backend import calibration_batches
 
     full = list(calibration_batches(calib_set, 4))
     assert len(full) == n // 4 and all(b["image"].shape[0] == 4 for b in full)
@@ -152,7 +161,7 @@ def test_generator_batches_have_the_graph_input_shapes(calib_set) -> None:
 # --------------------------------------------------------------------------- quantization
 
 def test_quantize_writes_a_valid_qdq_graph_registered_in_the_manifest(model_dir, quantized) -> None:
-    from ipmnet.weights import read_manifest
+    from ipmcam.ipmnet.weights import read_manifest
 
     path = model_dir / INT8_FILE
     model = onnx.load(str(path))
@@ -180,8 +189,8 @@ def test_excluded_nodes_stay_float(model_dir, quantized) -> None:
     # InstanceNorm, the preprocessing (its blur convolutions too) and the composition are still there, float
     import torch
 
-    from ipmnet.networks import build_generator
-    from ipmnet.weights import read_manifest
+    from ipmcam.ipmnet.networks import build_generator
+    from ipmcam.ipmnet.weights import read_manifest
 
     norms = sum(isinstance(m, torch.nn.InstanceNorm2d) for m in build_generator(read_manifest(model_dir).config).modules())
     assert norms > 0 and sum(n.op_type == "InstanceNormalization" for n in qdq.graph.node) == norms
@@ -201,7 +210,7 @@ def test_int8_runs_in_onnxruntime_close_to_fp32(model_dir, quantized, aligned_fa
     """Tolerance (shipped weights, minmax on 8 calibration crops): PSNR >= 38 dB over the makeup region
     and mean |error| <= 3 levels there (measured 43.2 dB), and pixels outside the masks bit-identical to
     the input, as in fp32. Trained weights are measured by `ipmcam calibrate report` (docs/benchmarks.md)."""
-    from engines.loader import load
+    from ipmcam.engines.loader import load
 
     feeds = next(calib_set.generator_batches(len(calib_set), alphas=(1.0,)))
     outs = [ort.InferenceSession(str(model_dir / f), providers=["CPUExecutionProvider"]).run(["output"], feeds)[0] * 127.5
@@ -224,7 +233,7 @@ def test_int8_runs_in_onnxruntime_close_to_fp32(model_dir, quantized, aligned_fa
 
 
 def test_report_measures_quality_and_latency(model_dir, quantized, calib_set) -> None:
-    from calibration.report import ReportSettings, build_report, compare_outputs, format_report
+    from ipmcam.calibration.report import ReportSettings, build_report, compare_outputs, format_report
 
     report = build_report(model_dir, calib_set, ReportSettings(runs=3, warmup=1, threads=(1,), max_crops=4))
     q = report["quality"]
@@ -269,7 +278,7 @@ class FakeCuda:
 
 def test_entropy_calibrator_feeds_batches_and_caches_scales(calib_set, tmp_path) -> None:
     """The calibrator logic, with a stand-in for TensorRT's base class (no GPU needed)."""
-    from engines.tensorrt_backend import calibration_batches, make_entropy_calibrator
+    from ipmcam.engines.tensorrt_backend import calibration_batches, make_entropy_calibrator
 
     class Base:
         def __init__(self) -> None:
@@ -277,7 +286,7 @@ def test_entropy_calibrator_feeds_batches_and_caches_scales(calib_set, tmp_path)
 
     trt = types.SimpleNamespace(IInt8EntropyCalibrator2=Base, __version__="10.fake")
     cuda = FakeCuda()
-    cache = tmp_path / "calibration.cache"
+    cache = tmp_path / "ipmcam.calibration.cache"
     cal = make_entropy_calibrator(trt, cuda, calibration_batches(calib_set, 2), 2, cache)
     assert isinstance(cal, Base) and cal.base_initialised and cal.get_batch_size() == 2
     names = ["image", "masks", "style", "alpha"]
@@ -299,7 +308,7 @@ def test_entropy_calibrator_feeds_batches_and_caches_scales(calib_set, tmp_path)
 
 def test_tensorrt_calibrator_subclasses_the_installed_tensorrt(calib_set, tmp_path) -> None:
     trt = pytest.importorskip("tensorrt", reason="tensorrt is not installed")
-    from engines.tensorrt_backend import calibration_batches, has_implicit_calibration, make_entropy_calibrator
+    from ipmcam.engines.tensorrt_backend import calibration_batches, has_implicit_calibration, make_entropy_calibrator
 
     if not has_implicit_calibration(trt):
         pytest.skip(f"TensorRT {trt.__version__} has no implicit calibration")
@@ -310,7 +319,7 @@ def test_tensorrt_calibrator_subclasses_the_installed_tensorrt(calib_set, tmp_pa
 # --------------------------------------------------------------------------- command line
 
 def test_cli_registers_calibrate_without_importing_torch() -> None:
-    code = ("import sys, realtime.cli as c; p = c.build_parser(); "
+    code = ("import sys, ipmcam.cli as c; p = c.build_parser(); "
             "a = p.parse_args(['calibrate', 'quantize', '--method', 'entropy', '--model-dir', 'm']); "
             "b = p.parse_args(['calibrate', 'build-set', '--held-out']); "
             "print(a.method, a.handler.__name__, b.held_out, b.handler.__name__, 'torch' in sys.modules)")

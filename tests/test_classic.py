@@ -6,9 +6,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from engines.classic import ClassicEngine, ClassicStyle
-from ipmnet.color import delta_e2000, robust_colour, to_lab
-from realtime.masks import LIPS, union
+from ipmcam.engines.classic import ClassicEngine, ClassicStyle
+from ipmcam.face.masks import LIPS, union
+from ipmcam.ipmnet.color import delta_e2000, robust_colour, to_lab
 
 
 def _lip_colour(crop: np.ndarray, masks: np.ndarray) -> np.ndarray:

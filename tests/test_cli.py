@@ -8,15 +8,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ipmnet.color import delta_e2000, robust_colour, to_lab
-from realtime.masks import LIPS
-from realtime.reference import reference_crop
+from ipmcam.face.masks import LIPS
+from ipmcam.face.reference import reference_crop
+from ipmcam.ipmnet.color import delta_e2000, robust_colour, to_lab
+from ipmcam.resources import DEMO_CLIP, DEMO_REFERENCE
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "realtime", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "ipmcam", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO)
 
 
@@ -24,7 +25,7 @@ def test_demo_writes_a_video_like_its_input_and_a_before_after(tmp_path) -> None
     proc = _cli("demo", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert "fps" in proc.stdout
-    src, out = cv2.VideoCapture(str(REPO / "assets" / "demo.mp4")), cv2.VideoCapture(str(tmp_path / "demo.mp4"))
+    src, out = cv2.VideoCapture(str(DEMO_CLIP)), cv2.VideoCapture(str(tmp_path / "demo.mp4"))
     for prop in (cv2.CAP_PROP_FRAME_COUNT, cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT, cv2.CAP_PROP_FPS):
         assert out.get(prop) == src.get(prop)
     picture = cv2.imread(str(tmp_path / "demo_before_after.png"))
@@ -55,7 +56,7 @@ def test_apply_moves_lips_towards_a_strong_reference(tmp_path, shared_data) -> N
 def test_apply_to_a_still_without_a_face_copies_it_exactly(tmp_path, shared_data) -> None:
     out = tmp_path / "dog.png"
     proc = _cli("apply", str(shared_data / "stills" / "s25.jpg"), str(out), "--reference",
-                str(REPO / "assets" / "reference.jpg"), "--engine", "classic")
+                str(DEMO_REFERENCE), "--engine", "classic")
     assert proc.returncode == 0, proc.stderr
     assert np.array_equal(cv2.imread(str(out)), cv2.imread(str(shared_data / "stills" / "s25.jpg")))
 
@@ -66,9 +67,9 @@ def test_live_from_a_stream_url_records_logs_stages_and_stops_on_sigterm(tmp_pat
     import time
 
     out = tmp_path / "live.mp4"
-    proc = subprocess.Popen([sys.executable, "-m", "realtime", "live", "--camera", str(REPO / "assets" / "demo.mp4"),
+    proc = subprocess.Popen([sys.executable, "-m", "ipmcam", "live", "--camera", str(DEMO_CLIP),
                              "--output", str(out), "--stats-every", "10", "--engine", "classic",
-                             "--reference", str(REPO / "assets" / "reference.jpg")],
+                             "--reference", str(DEMO_REFERENCE)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and (not out.exists() or out.stat().st_size < 100_000):

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from realtime import config, controls
-from realtime.cli import build_parser, main
-from realtime.controls import ControlState, Controller, apply
-from realtime.errors import UserError
-from realtime.pipeline import Pipeline, PipelineOptions
-from realtime.sinks import NullSink
+from ipmcam.cli import build_parser, main
+from ipmcam.errors import UserError
+from ipmcam.realtime import config, controls
+from ipmcam.realtime.controls import Controller, ControlState, apply
+from ipmcam.realtime.pipeline import Pipeline, PipelineOptions
+from ipmcam.realtime.sinks import NullSink
 from tests.conftest import clip_frames
 from tests.test_faults import FlakySource, Recorder
 from tests.test_pipeline import RedLips

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engines import engine_cache
-from engines.engine_cache import EngineCache, EngineKey, atomic_write, default_cache_dir
+from ipmcam.engines import engine_cache
+from ipmcam.engines.engine_cache import EngineCache, EngineKey, atomic_write, default_cache_dir
 
 KEY = EngineKey(
     onnx_sha256="ab" * 32,

@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from ipmnet import evaluate
-from ipmnet.evaluate import (FlickerMeter, outside_face, psnr, region_delta_e, resolve_models,
-                             temporal_flicker)
-from realtime.masks import LIPS
-
+from ipmcam.errors import EngineError
+from ipmcam.face.masks import LIPS
+from ipmcam.measure import eval_cli, evaluate
+from ipmcam.measure.evaluate import resolve_models
+from ipmcam.measure.metrics import FlickerMeter, outside_face, psnr, region_delta_e, temporal_flicker
 
 # --------------------------------------------------------------------------- colour distance
 
@@ -80,7 +80,7 @@ def test_outside_face_excludes_the_face_with_a_margin() -> None:
 
 def test_pipeline_output_outside_the_face_is_unchanged(shared_data, reference_image) -> None:
     """The check as `ipmcam eval` runs it: the real Pipeline with the classic engine on a full photo."""
-    from engines.classic import ClassicEngine
+    from ipmcam.engines.classic import ClassicEngine
 
     source = cv2.imread(str(sorted((shared_data / "faces" / "nonmakeup").glob("*.png"))[0]))
     rec = evaluate._Recorder(ClassicEngine())
@@ -131,7 +131,7 @@ def test_flicker_is_zero_for_a_constant_delta_and_measures_changes_inside_the_fa
 
 @pytest.fixture(scope="module")
 def identity_model():
-    from ipmnet.identity import IdentityModel, available
+    from ipmcam.measure.identity import IdentityModel, available
 
     reason = available()
     if reason:
@@ -141,7 +141,7 @@ def identity_model():
 
 def test_identity_distance_is_small_for_the_same_face_and_large_for_another_person(identity_model,
                                                                                   aligned_faces) -> None:
-    from ipmnet.identity import SAME_PERSON
+    from ipmcam.measure.identity import SAME_PERSON
 
     a, b = aligned_faces[0][0], aligned_faces[1][0]  # two different people
     assert identity_model.descriptor(a).shape == (128,)
@@ -165,20 +165,20 @@ def test_auto_models_skip_ipmnet_without_weights(monkeypatch, tmp_path) -> None:
     assert "no weights" in skipped["ipmnet"]
     specs, _ = resolve_models("classic,ipmnet", ("fp32", "int8"), tmp_path, "lite")
     assert [s.key for s in specs] == ["none", "classic", "ipmnet", "ipmnet-int8"]  # the baseline is always run
-    with pytest.raises(evaluate.EngineError, match="unknown model"):
+    with pytest.raises(EngineError, match="unknown model"):
         resolve_models("classic,magic", ("fp32",), None, "lite")
 
 
 def test_eval_subcommand_is_registered() -> None:
-    from realtime.cli import build_parser
+    from ipmcam.cli import build_parser
 
     args = build_parser().parse_args(["eval", "--sources", "3", "--precision", "fp32,int8", "--videos", "d12"])
-    assert args.handler is evaluate.cmd_eval
+    assert args.handler is eval_cli.cmd_eval
     assert args.sources == 3 and args.precision == ("fp32", "int8") and args.videos == ("d12",)
 
 
 def test_explicit_ipmnet_without_a_model_is_an_error(shared_data, tmp_path, capsys) -> None:
-    from realtime.cli import main
+    from ipmcam.cli import main
 
     rc = main(["eval", "--data", str(shared_data), "--out", str(tmp_path / "out"), "--models", "ipmnet",
                "--model-dir", str(tmp_path / "missing"), "--sources", "1", "--references", "1", "--synthetic", "0",
@@ -194,10 +194,10 @@ def random_model(tmp_path_factory) -> Path | None:
         import torch
     except ImportError:
         return None
-    from ipmnet import export
-    from ipmnet.config import get_config
-    from ipmnet.networks import build_generator
-    from ipmnet.weights import save_weights
+    from ipmcam.ipmnet import export
+    from ipmcam.ipmnet.config import get_config
+    from ipmcam.ipmnet.networks import build_generator
+    from ipmcam.ipmnet.weights import save_weights
 
     torch.set_num_threads(2)
     model = build_generator(get_config("lite"), seed=0).eval()
@@ -208,8 +208,8 @@ def random_model(tmp_path_factory) -> Path | None:
 
 
 def test_eval_end_to_end_writes_json_and_grids(shared_data, random_model, tmp_path, capsys) -> None:
-    from ipmnet.identity import available
-    from realtime.cli import main
+    from ipmcam.cli import main
+    from ipmcam.measure.identity import available
 
     out = tmp_path / "eval"
     models = ["none", "classic"] + (["ipmnet"] if random_model is not None else [])

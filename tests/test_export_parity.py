@@ -12,13 +12,13 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from engines.base import EngineError  # noqa: E402
-from engines.ipmnet_engine import to_model_input  # noqa: E402
-from engines.loader import load  # noqa: E402
-from ipmnet import export  # noqa: E402
-from ipmnet.config import get_config  # noqa: E402
-from ipmnet.networks import build_generator  # noqa: E402
-from ipmnet.weights import read_manifest, save_weights  # noqa: E402
+from ipmcam.engines.ipmnet_engine import to_model_input  # noqa: E402
+from ipmcam.engines.loader import load  # noqa: E402
+from ipmcam.errors import EngineError  # noqa: E402
+from ipmcam.ipmnet import export  # noqa: E402
+from ipmcam.ipmnet.config import get_config  # noqa: E402
+from ipmcam.ipmnet.networks import build_generator  # noqa: E402
+from ipmcam.ipmnet.weights import read_manifest, save_weights  # noqa: E402
 
 
 def export_random(name: str, root: Path, fp16: bool) -> tuple[object, Path]:

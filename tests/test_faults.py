@@ -17,9 +17,10 @@ import cv2
 import numpy as np
 import pytest
 
-from realtime.pipeline import Pipeline, PipelineOptions
-from realtime.sinks import NullSink
-from realtime.sources import Frame, Source
+from ipmcam.realtime.pipeline import Pipeline, PipelineOptions
+from ipmcam.realtime.sinks import NullSink
+from ipmcam.realtime.sources import Frame, Source
+from ipmcam.resources import DEMO_REFERENCE
 from tests.conftest import clip_frames
 from tests.test_pipeline import RedLips, _face_hull
 
@@ -154,7 +155,7 @@ def test_hot_swap_to_a_bad_reference_keeps_the_current_one(clip, reference_image
 
 
 def _cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "realtime", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "ipmcam", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO)
 
 
@@ -186,7 +187,7 @@ def test_bad_references_are_one_line_errors(tmp_path, shared_data, clip) -> None
 
 def test_unwritable_output_fails_before_processing(tmp_path, shared_data) -> None:
     line = _one_line_error(_cli("apply", str(shared_data / "videos" / "d18.mp4"), str(tmp_path / "no" / "x.mp4"),
-                                "--reference", str(REPO / "assets" / "reference.jpg")))
+                                "--reference", str(DEMO_REFERENCE)))
     assert "does not exist" in line
 
 
@@ -195,7 +196,7 @@ def test_truncated_video_ends_cleanly_with_a_valid_output(tmp_path, shared_data)
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(data[: len(data) * 2 // 5])
     out = tmp_path / "out.mp4"
-    proc = _cli("apply", str(broken), str(out), "--reference", str(REPO / "assets" / "reference.jpg"),
+    proc = _cli("apply", str(broken), str(out), "--reference", str(DEMO_REFERENCE),
                 "--engine", "classic")
     if proc.returncode == 2:  # the container index was cut off: refused up front, in one line
         assert "not a readable video" in _one_line_error(proc)
@@ -209,8 +210,8 @@ def test_truncated_video_ends_cleanly_with_a_valid_output(tmp_path, shared_data)
 
 def test_sigterm_finalises_the_output_within_a_second(tmp_path, shared_data) -> None:
     out = tmp_path / "out.mp4"
-    proc = subprocess.Popen([sys.executable, "-m", "realtime", "apply", str(shared_data / "videos" / "d6.mp4"),
-                             str(out), "--reference", str(REPO / "assets" / "reference.jpg"), "--engine", "classic"],
+    proc = subprocess.Popen([sys.executable, "-m", "ipmcam", "apply", str(shared_data / "videos" / "d6.mp4"),
+                             str(out), "--reference", str(DEMO_REFERENCE), "--engine", "classic"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline and (not out.exists() or out.stat().st_size < 50_000):

@@ -6,12 +6,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from engines.base import EngineError  # noqa: E402
-from ipmnet.config import CONFIGS, IPMNetConfig, get_config  # noqa: E402
-from ipmnet.networks import AdaIN, MultiScaleDiscriminator, build_generator, count_parameters  # noqa: E402
-from ipmnet.preprocess import Preprocess, union_mask  # noqa: E402
-from ipmnet.weights import load_weights, save_weights  # noqa: E402
-from realtime.masks import EYE_SHADOW, LIPS, SKIN  # noqa: E402
+from ipmcam.errors import EngineError  # noqa: E402
+from ipmcam.face.masks import EYE_SHADOW, LIPS, SKIN  # noqa: E402
+from ipmcam.ipmnet.config import CONFIGS, IPMNetConfig, get_config  # noqa: E402
+from ipmcam.ipmnet.networks import AdaIN, MultiScaleDiscriminator, build_generator, count_parameters  # noqa: E402
+from ipmcam.ipmnet.preprocess import Preprocess, union_mask  # noqa: E402
+from ipmcam.ipmnet.weights import load_weights, save_weights  # noqa: E402
 
 
 @pytest.fixture(scope="module")

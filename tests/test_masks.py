@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from realtime import align, masks
-from realtime.tracker import FaceTracker
+from ipmcam.face import align, masks
+from ipmcam.face.tracker import FaceTracker
 
 
 @pytest.fixture(scope="module")

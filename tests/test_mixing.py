@@ -6,15 +6,15 @@ import argparse
 import numpy as np
 import pytest
 
-from engines.classic import ClassicEngine, ClassicStyle
-from engines.ipmnet_engine import IPMNetEngine
-from ipmnet.color import delta_e2000, robust_colour, to_lab, weighted_mean
-from ipmnet.render import EyeShadow, Lipstick, MakeupParams
-from realtime import mixing
-from realtime.masks import EYE_SHADOW, LIPS, SKIN
-from realtime.pipeline import Pipeline, PipelineOptions
-from realtime.presets import look_image, preset_image
-from realtime.reference import reference_crop
+from ipmcam.engines.classic import ClassicEngine, ClassicStyle
+from ipmcam.engines.ipmnet_engine import IPMNetEngine
+from ipmcam.face.masks import EYE_SHADOW, LIPS, SKIN
+from ipmcam.face.reference import reference_crop
+from ipmcam.ipmnet.color import delta_e2000, robust_colour, to_lab, weighted_mean
+from ipmcam.ipmnet.render import EyeShadow, Lipstick, MakeupParams
+from ipmcam.realtime import mixing
+from ipmcam.realtime.pipeline import Pipeline, PipelineOptions
+from ipmcam.realtime.presets import look_image, preset_image
 from tests.conftest import clip_frames
 from tests.test_faults import FlakySource, Recorder
 
@@ -225,8 +225,8 @@ def test_zero_region_strength_leaves_that_region_alone(frames, looks) -> None:
 
 
 def _aligned(frame: np.ndarray):
-    from realtime.reference import align_face
-    from realtime.tracker import FaceTracker
+    from ipmcam.face.reference import align_face
+    from ipmcam.face.tracker import FaceTracker
 
     with FaceTracker(static=True, smooth=False) as tracker:
         face = tracker(frame, 0.0)[0]

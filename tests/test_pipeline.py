@@ -5,12 +5,12 @@ import cv2
 import numpy as np
 import pytest
 
-from engines.base import Engine
-from realtime import masks
-from realtime.pipeline import Pipeline, PipelineOptions
-from realtime.sinks import NullSink
-from realtime.sources import VideoFileSource
-from realtime.tracker import FaceTracker
+from ipmcam.engines.base import Engine
+from ipmcam.face import masks
+from ipmcam.face.tracker import FaceTracker
+from ipmcam.realtime.pipeline import Pipeline, PipelineOptions
+from ipmcam.realtime.sinks import NullSink
+from ipmcam.realtime.sources import VideoFileSource
 from tests.conftest import clip_frames
 
 
@@ -96,7 +96,7 @@ def test_resolution_change_mid_stream_keeps_the_output_size(shared_data, referen
             self.fps, self.dropped = 30.0, 0
 
         def __iter__(self):
-            from realtime.sources import Frame
+            from ipmcam.realtime.sources import Frame
 
             for i, image in enumerate(frames):
                 yield Frame(image, i, i / 30, 0.0)

@@ -8,12 +8,14 @@ import cv2
 import numpy as np
 import pytest
 
-from ipmnet.render import MakeupParams
-from realtime import presets
-from realtime.cli import main
-from realtime.errors import UserError
-from realtime.pipeline import Pipeline, PipelineOptions
+from ipmcam.cli import main
+from ipmcam.errors import UserError
+from ipmcam.ipmnet.render import MakeupParams
+from ipmcam.realtime import presets
+from ipmcam.realtime.pipeline import Pipeline, PipelineOptions
 from tests.test_pipeline import RedLips, _face_hull
+
+REPO = Path(__file__).resolve().parents[1]
 
 REQUIRED = ("bare", "natural", "office", "evening", "bold-red-lip", "smoky-eye")
 
@@ -118,10 +120,10 @@ def test_presets_command_lists_and_writes_the_sheet(tmp_path, capsys) -> None:
 
 
 def test_the_gallery_image_is_in_the_docs() -> None:
-    path = Path(presets.REPO) / "docs" / "presets.png"
+    path = REPO / "docs" / "presets.png"
     assert path.is_file(), "run: ipmcam presets --sheet docs/presets.png"
     assert cv2.imread(str(path)) is not None
-    assert "docs/presets.png" in (Path(presets.REPO) / "README.md").read_text()
+    assert "docs/presets.png" in (REPO / "README.md").read_text()
 
 
 def test_apply_with_a_preset_changes_the_lips_only_inside_the_face(shared_data, tmp_path) -> None:

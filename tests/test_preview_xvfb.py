@@ -24,7 +24,8 @@ import cv2
 import numpy as np
 import pytest
 
-from realtime import controls
+from ipmcam.realtime import controls
+from ipmcam.resources import DEMO_CLIP
 
 REPO = Path(__file__).resolve().parents[1]
 XVFB, XWD = shutil.which("Xvfb"), shutil.which("xwd")
@@ -36,8 +37,8 @@ pytestmark = pytest.mark.skipif(
 
 CHILD = r"""
 import sys, cv2
-from realtime import controls
-from realtime.sinks import PreviewSink
+from ipmcam.realtime import controls
+from ipmcam.realtime.sinks import PreviewSink
 
 frame = cv2.imread(sys.argv[1])
 sink = PreviewSink(title="ipmcam", show_fps=False)
@@ -109,7 +110,7 @@ def _ask(child: subprocess.Popen, mode: str) -> None:
 
 
 def test_preview_window_shows_the_frame_and_the_help_overlay(display, tmp_path) -> None:
-    capture = cv2.VideoCapture(str(REPO / "assets" / "demo.mp4"))
+    capture = cv2.VideoCapture(str(DEMO_CLIP))
     frame = capture.read()[1][:360, :480].copy()
     capture.release()
     path = tmp_path / "frame.png"

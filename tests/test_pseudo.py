@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ipmnet.color import to_lab
-from ipmnet.pseudo import REGION_STRENGTH, match_moments, region_colour_target
-from realtime.masks import SKIN
+from ipmcam.face.masks import SKIN
+from ipmcam.ipmnet.color import to_lab
+from ipmcam.ipmnet.pseudo import REGION_STRENGTH, match_moments, region_colour_target
 
 
 def test_match_moments_takes_the_reference_mean_and_keeps_order() -> None:

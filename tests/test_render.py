@@ -8,11 +8,20 @@ import cv2
 import numpy as np
 import pytest
 
-from ipmnet.color import delta_e2000, to_lab
-from ipmnet.render import (Blush, EyeShadow, Eyeliner, Foundation, Lipstick, MakeupParams, make_pair,
-                           paint_region, render)
-from realtime import align
-from realtime.masks import EYE_SHADOW, LIPS, SKIN, region_masks
+from ipmcam.face import align
+from ipmcam.face.masks import EYE_SHADOW, LIPS, SKIN, region_masks
+from ipmcam.ipmnet.color import delta_e2000, to_lab
+from ipmcam.ipmnet.render import (
+    Blush,
+    Eyeliner,
+    EyeShadow,
+    Foundation,
+    Lipstick,
+    MakeupParams,
+    make_pair,
+    paint_region,
+    render,
+)
 
 FULL_LOOK = MakeupParams(
     lipstick=Lipstick(colour=(42.0, 62.0, 38.0), opacity=0.9, gloss=0.5),
@@ -26,7 +35,7 @@ FULL_LOOK = MakeupParams(
 @pytest.fixture(scope="module")
 def faces(shared_data: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     """Two bare canonical crops (256, 256, 3) uint8 with landmarks (478, 2) in crop pixels."""
-    from realtime.tracker import FaceTracker
+    from ipmcam.face.tracker import FaceTracker
 
     out = []
     with FaceTracker(static=True, smooth=False) as tracker:

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from engines.loader import default_model_dir, load
-from ipmnet.weights import read_manifest
+from ipmcam.engines.loader import default_model_dir, load
+from ipmcam.ipmnet.weights import read_manifest
 
 
 def test_shipped_lite_model_is_complete_and_small() -> None:
     root = default_model_dir("lite")
     manifest = read_manifest(root)
-    manifest.verify(["generator.onnx", "style_encoder.onnx", "ipmnet.safetensors", "generator.int8.onnx"])
+    manifest.verify(["generator.onnx", "style_encoder.onnx", "ipmcam.ipmnet.safetensors", "generator.int8.onnx"])
     assert sum((root / name).stat().st_size for name in ("generator.onnx", "style_encoder.onnx")) < 40e6
 
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import pyvirtualcam
 
-from realtime.errors import SinkError
-from realtime.sinks import FileSink, NullSink, VirtualCameraSink
+from ipmcam.errors import SinkError
+from ipmcam.realtime.sinks import FileSink, NullSink, VirtualCameraSink
 
 
 class FakeBackend:
@@ -73,7 +73,7 @@ def test_missing_virtual_camera_explains_how_to_create_one() -> None:
 
 
 def test_cli_live_without_virtual_camera_exits_with_one_line() -> None:
-    proc = subprocess.run([sys.executable, "-m", "realtime", "live", "--virtual-cam", "--reference", "x.jpg"],
+    proc = subprocess.run([sys.executable, "-m", "ipmcam", "live", "--virtual-cam", "--reference", "x.jpg"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.startswith("ipmcam")]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from realtime.smoothing import OneEuroFilter
+from ipmcam.face.smoothing import OneEuroFilter
 
 
 def test_constant_signal_is_unchanged() -> None:

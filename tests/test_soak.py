@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from realtime.soak import SoakResult, soak
+from ipmcam.measure.soak import SoakResult, soak
 
 
 def test_short_soak_keeps_every_frame(tmp_path: Path) -> None:

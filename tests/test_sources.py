@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from realtime.errors import SourceError
-from realtime.sources import CameraSource, ImageSource, VideoFileSource, open_source
+from ipmcam.errors import SourceError
+from ipmcam.realtime.sources import CameraSource, ImageSource, VideoFileSource, open_source
 
 
 class FakeCapture:

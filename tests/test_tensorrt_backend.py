@@ -10,14 +10,14 @@ import pytest
 pytest.importorskip("tensorrt", reason="the TensorRT backend needs the tensorrt package")
 pytest.importorskip("torch", reason="exporting the test model needs PyTorch")
 
-from engines.engine_cache import EngineCache  # noqa: E402
-from engines.ipmnet_engine import IPMNetEngine  # noqa: E402
-from engines.loader import cuda_device_count, load  # noqa: E402
-from engines.tensorrt_backend import TensorRTBackend  # noqa: E402
-from ipmnet.config import get_config  # noqa: E402
-from ipmnet.export import export_model  # noqa: E402
-from ipmnet.networks import build_generator  # noqa: E402
-from ipmnet.weights import read_manifest  # noqa: E402
+from ipmcam.engines.engine_cache import EngineCache  # noqa: E402
+from ipmcam.engines.ipmnet_engine import IPMNetEngine  # noqa: E402
+from ipmcam.engines.loader import cuda_device_count, load  # noqa: E402
+from ipmcam.engines.tensorrt_backend import TensorRTBackend  # noqa: E402
+from ipmcam.ipmnet.config import get_config  # noqa: E402
+from ipmcam.ipmnet.export import export_model  # noqa: E402
+from ipmcam.ipmnet.networks import build_generator  # noqa: E402
+from ipmcam.ipmnet.weights import read_manifest  # noqa: E402
 
 pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu]
 

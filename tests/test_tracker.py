@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from realtime.tracker import FaceTracker
+from ipmcam.face.tracker import FaceTracker
 from tests.conftest import clip_frames
 
 

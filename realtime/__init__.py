@@ -1,1 +1,0 @@
-"""ipmcam live pipeline: sources, face tracking, alignment, masks, blending, sinks, CLI."""

@@ -1,4 +1,0 @@
-"""`python -m realtime` runs the ipmcam command line."""
-from realtime.cli import entry
-
-entry()

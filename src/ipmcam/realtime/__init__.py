@@ -1,0 +1,1 @@
+"""The live application: sources, pipeline, async generator, blend, sinks, controls, presets, config, its commands."""
