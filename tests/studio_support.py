@@ -19,9 +19,12 @@ STILL_FRAMES = 30
 
 
 def still_clip(path: Path) -> Path:
-    """A clip of the demo's first frame, unchanging: a preview only changes when a setting does."""
+    """A clip (Motion JPEG, ``.avi``) of the demo's first frame, unchanging: a preview only changes when a setting does.
+
+    Every frame is coded alone and alike, so every frame decodes to the same pixels.
+    """
     frame = next(video_frames(DEMO_CLIP, limit=1))
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (frame.shape[1], frame.shape[0]))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (frame.shape[1], frame.shape[0]))
     for _ in range(STILL_FRAMES):
         writer.write(frame)
     writer.release()

@@ -1,7 +1,7 @@
 """Asynchronous inference: a slow generator does not slow the video, and the look stays on the face."""
 from __future__ import annotations
 
-import time
+import threading
 
 import numpy as np
 
@@ -12,30 +12,35 @@ from tests.test_faults import FlakySource, Recorder
 from tests.test_pipeline import RedLips, _face_hull
 
 
-class SlowRedLips(RedLips):
-    """The transparent test engine, taking ``seconds`` per batch like a heavy model."""
+class StuckRedLips(RedLips):
+    """The transparent test engine; after its first batch, each call waits until ``gate`` opens (a heavy model)."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.seconds = seconds
+        self.gate = threading.Event()
 
     def run(self, crops, region, style, intensity=1.0):
-        time.sleep(self.seconds)
+        if self.run_calls > 0:
+            assert self.gate.wait(120)
         return super().run(crops, region, style, intensity)
 
 
 def test_slow_generator_runs_beside_the_video(shared_data, reference_image) -> None:
     frames = clip_frames(shared_data, "d18.mp4", 30)
-    engine = SlowRedLips(0.15)
+    engine = StuckRedLips()
     sink = Recorder()
     pipeline = Pipeline(FlakySource(frames, {}), engine, [sink], PipelineOptions(async_inference=True),
                         reference=reference_image)
     generator = pipeline._async
-    stats = pipeline.run()
-    assert stats.frames == len(sink.kept) == 30
-    # Synchronously this would take 30 x 0.15 s = 4.5 s of generator time alone.
-    assert engine.run_calls < 30 and generator.skipped > 0
-    assert stats.stages["generator"]["p50"] < 50.0
+
+    def on_frame(n: int) -> None:
+        if n == 20:  # twenty frames went out while the generator's second call was stuck: open it
+            engine.gate.set()
+
+    stats = pipeline.run(on_frame=on_frame)
+    assert stats.frames == len(sink.kept) == 30 and engine.gate.is_set()
+    # Batches that came in while the generator was busy were replaced by newer ones, not queued.
+    assert engine.run_calls < 30 and generator.skipped >= 15
     # Every frame got makeup (the first one waited for its delta), and only on the face.
     for out, frame in zip(sink.kept, frames):
         assert not np.array_equal(out, frame)

@@ -286,7 +286,7 @@ def test_entropy_calibrator_feeds_batches_and_caches_scales(calib_set, tmp_path)
 
     trt = types.SimpleNamespace(IInt8EntropyCalibrator2=Base, __version__="10.fake")
     cuda = FakeCuda()
-    cache = tmp_path / "ipmcam.calibration.cache"
+    cache = tmp_path / "calibration.cache"
     cal = make_entropy_calibrator(trt, cuda, calibration_batches(calib_set, 2), 2, cache)
     assert isinstance(cal, Base) and cal.base_initialised and cal.get_batch_size() == 2
     names = ["image", "masks", "style", "alpha"]

@@ -13,6 +13,7 @@ from ipmcam.errors import EngineError
 from ipmcam.face.masks import LIPS
 from ipmcam.measure import eval_cli, evaluate
 from ipmcam.measure.evaluate import resolve_models
+from ipmcam.measure.harness import Recorder, static_pipeline
 from ipmcam.measure.metrics import FlickerMeter, outside_face, psnr, region_delta_e, temporal_flicker
 
 # --------------------------------------------------------------------------- colour distance
@@ -83,8 +84,8 @@ def test_pipeline_output_outside_the_face_is_unchanged(shared_data, reference_im
     from ipmcam.engines.classic import ClassicEngine
 
     source = cv2.imread(str(sorted((shared_data / "faces" / "nonmakeup").glob("*.png"))[0]))
-    rec = evaluate._Recorder(ClassicEngine())
-    pipeline, tap = evaluate._static_pipeline(rec)
+    rec = Recorder(ClassicEngine())
+    pipeline, tap = static_pipeline(rec)
     try:
         pipeline.set_reference(reference_image)
         out, changed = pipeline.process(source, 0.0)
@@ -215,14 +216,16 @@ def test_eval_end_to_end_writes_json_and_grids(shared_data, random_model, tmp_pa
     models = ["none", "classic"] + (["ipmnet"] if random_model is not None else [])
     argv = ["eval", "--data", str(shared_data), "--out", str(out), "--models", ",".join(models),
             "--sources", "2", "--references", "1", "--synthetic", "2", "--videos", "d12", "--video-frames", "6",
-            "--cell", "64"]
+            "--webcam-clips", "d13", "--webcam-frames", "2", "--webcam-references", "1", "--cell", "64"]
     if random_model is not None:
         argv += ["--model-dir", str(random_model)]
     assert main(argv) == 0
     assert "ΔE" in capsys.readouterr().out
 
     report = json.loads((out / "eval.json").read_text())
-    assert set(report) == {"settings", "versions", "models", "skipped", "notes", "pairs", "synthetic", "videos"}
+    assert set(report) == {"settings", "versions", "models", "skipped", "notes", "pairs", "synthetic", "videos",
+                           "webcam"}
+    assert report["settings"]["webcam"]["clips"]["d13"]["glasses"] is True
     assert list(report["models"]) == models
     assert len(report["pairs"]) == 2 and len(report["synthetic"]) == 2
     assert report["videos"]["d12"]["held_out"] is True
@@ -245,6 +248,15 @@ def test_eval_end_to_end_writes_json_and_grids(shared_data, random_model, tmp_pa
         assert 0.0 < classic["identity"]["mean"] < 0.6
     if random_model is not None:
         assert report["models"]["ipmnet"]["engine"].startswith("ipmnet/")
+    # The webcam set: two frames of a held-out clip with the demo reference; doing nothing shifts nothing.
+    assert len(report["webcam"]["none"]) == 2
+    webcam_none, webcam_classic = none["webcam"], classic["webcam"]
+    assert list(webcam_none["clips"]) == ["d13"] and list(webcam_none["groups"]) == ["glasses", "medium skin"]
+    assert webcam_none["mean"]["skin_shift"] == 0.0 and webcam_none["mean"]["texture"] == 1.0
+    assert webcam_classic["mean"]["lips"] < webcam_none["mean"]["lips"]
+    assert "## Webcam set" in (out / "table.md").read_text()
+    webcam_grid = cv2.imread(str(out / "grid_webcam.png"))
+    assert webcam_grid is not None and webcam_grid.shape == (28 + 64, 64 * len(models), 3)  # input | engines
 
     grid = cv2.imread(str(out / "grid.png"))
     assert grid is not None and grid.shape[1] == 64 * (len(models) - 1 + 2)  # source | reference | engines

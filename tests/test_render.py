@@ -12,12 +12,15 @@ from ipmcam.face import align
 from ipmcam.face.masks import EYE_SHADOW, LIPS, SKIN, region_masks
 from ipmcam.ipmnet.color import delta_e2000, to_lab
 from ipmcam.ipmnet.render import (
+    FOUNDATION_MAX_SHIFT,
     Blush,
     Eyeliner,
     EyeShadow,
     Foundation,
     Lipstick,
     MakeupParams,
+    face_fade,
+    lid_profile,
     make_pair,
     paint_region,
     render,
@@ -128,3 +131,64 @@ def test_delta_e2000_matches_published_values():
     lab1 = np.array([[50, 2.6772, -79.7751], [50, 0, 0], [50, 2.5, 0], [60.2574, -34.0099, 36.2677]])
     lab2 = np.array([[50, 0, -82.7485], [50, -1, 2], [73, 25, -18], [60.4626, -34.1751, 39.4387]])
     np.testing.assert_allclose(delta_e2000(lab1, lab2), [2.0425, 2.3669, 27.1492, 1.2644], atol=1e-4)
+
+
+# --------------------------------------------------------------------------- placement
+
+
+def _skin_mean(crop: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    return to_lab(crop)[masks[SKIN] > 0.5].mean(axis=0)
+
+
+def _laplacian_spread(crop: np.ndarray, where: np.ndarray) -> float:
+    return float(cv2.Laplacian(to_lab(crop)[..., 0], cv2.CV_32F, ksize=3)[where].std())
+
+
+def test_eye_shadow_is_a_lid_gradient_and_leaves_the_under_eye(faces):
+    """Densest on the upper lid, nothing under the eye: a ring of colour reads as a bruise or a glow."""
+    crop, lm = faces[0]
+    masks = region_masks(lm, crop.shape[0])
+    look = MakeupParams(eye_shadow=EyeShadow(colour=(35.0, 28.0, -12.0), opacity=0.8, fade=0.8, extent=1.0))
+    change = np.abs(render(crop, lm, look, masks).astype(np.float32) - crop).sum(axis=-1)
+    profile = lid_profile(crop.shape[0], lm)
+    region = masks[EYE_SHADOW] > 0.5
+    rows = np.arange(crop.shape[0])[:, None]
+    lid = region & (profile > 0.5)
+    under = region & (rows > lm[[145, 374], 1].max() + 2)  # below both lower lash lines
+    assert lid.sum() > 50 and under.sum() > 50
+    assert change[under].mean() < 0.1 * change[lid].mean()
+    # and it thins out towards the crease: the top of the painted area changes less than its bottom
+    painted = region & (profile > 0)
+    ys = np.nonzero(painted)[0]
+    low_half = painted & (rows > np.median(ys))
+    high_half = painted & (rows <= np.median(ys))
+    assert change[high_half].mean() < change[low_half].mean()
+
+
+def test_foundation_is_a_bounded_shift_that_keeps_texture(faces):
+    crop, lm = faces[0]
+    masks = region_masks(lm, crop.shape[0])
+    far_colour = (30.0, 40.0, -20.0)  # nothing like a skin: the shift is still bounded
+    look = MakeupParams(foundation=Foundation(colour=far_colour, strength=1.0, smoothing=1.0))
+    out = render(crop, lm, look, masks)
+    shift = np.linalg.norm(_skin_mean(out, masks) - _skin_mean(crop, masks))
+    assert 0.3 < shift <= FOUNDATION_MAX_SHIFT + 0.5
+    skin = masks[SKIN] > 0.5
+    assert 0.9 < _laplacian_spread(out, skin) / _laplacian_spread(crop, skin) < 1.05
+
+
+def test_foundation_fades_out_before_the_hairline_and_jaw(faces):
+    """No seam: at the face's outline the foundation is gone, well inside it is at full strength."""
+    crop, lm = faces[1]
+    masks = region_masks(lm, crop.shape[0])
+    fade = face_fade(masks)
+    inside = masks.max(axis=0) > 0.5
+    cols = np.flatnonzero(inside.any(axis=0))
+    top = inside.argmax(axis=0)[cols]  # the hairline, column by column
+    bottom = inside.shape[0] - 1 - inside[::-1].argmax(axis=0)[cols]  # the jaw
+    edge = np.zeros_like(inside)
+    edge[top, cols] = edge[bottom, cols] = True
+    assert fade[edge].max() < 0.1 and fade[masks[SKIN] > 0.5].max() == pytest.approx(1.0)
+    look = MakeupParams(foundation=Foundation(colour=(80.0, 8.0, 14.0), strength=1.0))
+    change = np.abs(render(crop, lm, look, masks).astype(np.float32) - crop).sum(axis=-1)
+    assert change[edge].mean() < 0.2 * change[fade > 0.99].mean()

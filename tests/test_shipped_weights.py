@@ -10,12 +10,13 @@ from ipmcam.ipmnet.weights import read_manifest
 def test_shipped_lite_model_is_complete_and_small() -> None:
     root = default_model_dir("lite")
     manifest = read_manifest(root)
-    manifest.verify(["generator.onnx", "style_encoder.onnx", "ipmcam.ipmnet.safetensors", "generator.int8.onnx"])
+    manifest.verify(["generator.onnx", "style_encoder.onnx", "ipmnet.safetensors", "generator.int8.onnx",
+                     "generator.fp16.onnx"])
     assert sum((root / name).stat().st_size for name in ("generator.onnx", "style_encoder.onnx")) < 40e6
 
 
 def test_shipped_model_changes_only_the_makeup_regions(aligned_faces) -> None:
-    for precision in ("fp32", "int8"):
+    for precision in ("fp32", "fp16", "int8"):
         engine = load(backend="onnxruntime", precision=precision)
         crops = np.stack([c for c, _ in aligned_faces[:3]])
         masks = np.stack([m for _, m in aligned_faces[:3]])

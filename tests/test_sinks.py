@@ -10,7 +10,7 @@ import pytest
 import pyvirtualcam
 
 from ipmcam.errors import SinkError
-from ipmcam.realtime.sinks import FileSink, NullSink, VirtualCameraSink
+from ipmcam.realtime.sinks import FileSink, NullSink, PreviewSink, VirtualCameraSink
 
 
 class FakeBackend:
@@ -64,17 +64,24 @@ def test_wrong_frame_size_is_refused_by_the_real_api() -> None:
     sink.close()
 
 
-def test_missing_virtual_camera_explains_how_to_create_one() -> None:
-    sink = VirtualCameraSink(backend="v4l2loopback", device="/dev/video99")
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="names a v4l2loopback device path, which only Linux has")
+
+
+@linux_only
+def test_missing_virtual_camera_explains_how_to_create_one(tmp_path) -> None:
+    sink = VirtualCameraSink(backend="v4l2loopback", device=str(tmp_path / "video99"))  # a path that is no device
     with pytest.raises(SinkError) as err:
         sink.open(640, 480, 30.0)
     message = str(err.value)
     assert "v4l2loopback" in message and "OBS" in message and "\n" not in message
 
 
-def test_cli_live_without_virtual_camera_exits_with_one_line() -> None:
-    proc = subprocess.run([sys.executable, "-m", "ipmcam", "live", "--virtual-cam", "--reference", "x.jpg"],
-                          capture_output=True, text=True, timeout=120)
+@linux_only
+def test_cli_live_without_virtual_camera_exits_with_one_line(tmp_path) -> None:
+    # A device path that is no device, so the answer is the same on a host that has a virtual camera.
+    proc = subprocess.run([sys.executable, "-m", "ipmcam", "live", "--virtual-cam", "--device", str(tmp_path / "video99"),
+                           "--reference", "x.jpg"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.startswith("ipmcam")]
     assert len(lines) == 1 and "modprobe v4l2loopback" in lines[0] and "OBS" in lines[0]
@@ -97,6 +104,24 @@ def test_file_sink_writes_a_playable_video(tmp_path) -> None:
 def test_file_sink_refuses_an_unwritable_path_before_any_work(tmp_path) -> None:
     with pytest.raises(SinkError, match="does not exist"):
         FileSink(tmp_path / "no" / "such" / "dir.mp4")
+    with pytest.raises(SinkError, match="it is a folder"):
+        FileSink(tmp_path)
+    with pytest.raises(SinkError, match="unknown file type .xyz"):
+        FileSink(tmp_path / "out.xyz")
+
+
+def test_a_virtual_camera_that_stops_taking_frames_is_a_sink_error() -> None:
+    class Removed(FakeBackend):
+        def send(self, frame: np.ndarray) -> None:
+            raise RuntimeError("write failed: No such device")
+
+    pyvirtualcam.register_backend("removed", Removed)
+    sink = VirtualCameraSink(device="fake8", backend="removed")
+    sink.open(32, 24, 30.0)
+    with pytest.raises(SinkError, match="virtual camera fake8 stopped taking frames"):
+        sink.write(np.zeros((24, 32, 3), np.uint8))
+    sink.close()
+    assert sink.reopenable
 
 
 def test_null_sink_counts() -> None:
@@ -104,3 +129,11 @@ def test_null_sink_counts() -> None:
     for _ in range(3):
         sink.write(np.zeros((2, 2, 3), np.uint8))
     assert sink.frames == 3
+
+
+@linux_only
+def test_a_preview_without_a_display_is_refused_up_front(monkeypatch) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(SinkError, match="no display"):  # OpenCV's Qt would abort the process instead
+        PreviewSink()

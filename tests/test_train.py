@@ -101,3 +101,22 @@ def test_tiny_run_learns_and_resumes_exactly(tiny_faces, tmp_path) -> None:
     drift = 2 * sum(entry["lr"] for entry in losses[2:])
     worst = max(float((value - straight[name]).abs().max()) for name, value in continued.state_dict().items())
     assert worst <= drift, (worst, drift)
+
+
+def test_fine_tune_starts_a_new_schedule_from_given_weights(tiny_faces, tmp_path) -> None:
+    """--init-from: the generator of a checkpoint, a fresh optimiser, steps counted from 0 (with warmup)."""
+    faces, cache = tiny_faces
+    torch.set_num_threads(1)
+    base = TrainSettings(steps=2, batch=2, size=64, sample_every=100, checkpoint_every=2, seed=1)
+    start = train(base, tmp_path / "unused", tmp_path / "base", cache)
+    tuned_settings = TrainSettings(steps=2, batch=2, size=64, sample_every=100, checkpoint_every=2, warmup=5)
+    tuned = train(tuned_settings, tmp_path / "unused", tmp_path / "tuned", cache,
+                  init_from=tmp_path / "base" / "checkpoint.pt")
+    log = [json.loads(line) for line in (tmp_path / "tuned" / "loss.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log] == [1, 2]
+    assert log[0]["lr"] == pytest.approx(tuned_settings.lr / 6)  # ramping up: 1/(warmup + 1) of the rate
+    fresh = build_generator(get_config(tuned_settings.config), seed=tuned_settings.seed)
+    started = start.state_dict()
+    for name, value in tuned.state_dict().items():  # a few small steps away from the given weights
+        if value.dtype.is_floating_point and value.numel() > 100:
+            assert (value - started[name]).abs().max() < (value - fresh.state_dict()[name]).abs().max()

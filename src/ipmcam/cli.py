@@ -15,14 +15,15 @@ from typing import NoReturn
 
 from ipmcam.calibration import cli as calibration_cli
 from ipmcam.errors import EngineError, UserError
-from ipmcam.face import native_logs
 from ipmcam.measure import bench_cli, eval_cli, soak
 from ipmcam.realtime import cli as live_cli
-from ipmcam.realtime import config, presets
+from ipmcam.realtime import cameras, config, native_logs, presets
+from ipmcam.studio import bench as studio_bench
 from ipmcam.studio import cli as studio_cli
 
 #: Who adds which subcommands, in the order ``ipmcam --help`` lists them.
-COMMAND_GROUPS = (live_cli, studio_cli, presets, config, bench_cli, soak, eval_cli, calibration_cli)
+COMMAND_GROUPS = (live_cli, cameras, studio_cli, presets, config, bench_cli, studio_bench, soak, eval_cli,
+                  calibration_cli)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,10 +54,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print(f"ipmcam: error: {exc}", file=sys.stderr)
         return 2
-    native_logs.configure(args.verbose)  # before mediapipe, TFLite or absl load: quiet unless --verbose
+    if not args.verbose:
+        native_logs.quiet_environment()  # before mediapipe, TFLite or absl load (ipmcam loads them lazily)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="ipmcam: %(message)s")
     try:
-        return args.handler(args)
+        with native_logs.filtered(enabled=not args.verbose):
+            return args.handler(args)
     except (UserError, EngineError) as exc:
         print(f"ipmcam: error: {exc}", file=sys.stderr)
         return 2

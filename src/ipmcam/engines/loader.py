@@ -9,11 +9,13 @@ time, the next takes over with one warning line and the stream goes on.
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import importlib
 import importlib.util
 import logging
 import os
+import sys
 from pathlib import Path
 
 from ipmcam.engines.base import Engine
@@ -40,8 +42,26 @@ def default_model_dir(config: str) -> Path:
     return Path(override) if override else WEIGHTS_DIR / config
 
 
+def cuda_driver_loads() -> bool:
+    """Whether the NVIDIA driver's CUDA library loads: without it there is no CUDA GPU to count."""
+    names = ("nvcuda.dll",) if sys.platform == "win32" else ("libcuda.so.1", "libcuda.so", "libcuda.dylib")
+    for name in names:
+        try:
+            ctypes.CDLL(name)
+            return True
+        except OSError:
+            continue
+    return False
+
+
 def cuda_device_count() -> int:
-    """CUDA GPUs visible to this process, asked through cuda-python or torch, whichever is installed."""
+    """CUDA GPUs visible to this process, asked through cuda-python or torch, whichever is installed.
+
+    Without a CUDA driver the answer is 0 at once: importing torch only to ask would cost
+    about 270 MB of memory in every run on a machine without a GPU.
+    """
+    if not cuda_driver_loads():
+        return 0
     if importlib.util.find_spec("cuda") is not None:
         try:
             try:

@@ -62,6 +62,9 @@ def select_providers(precision: str, cache_dir: Path | None = None) -> list[str 
             if cache_dir is not None:
                 opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache_dir))
             providers.append((name, opts))
+        elif name == "CUDAExecutionProvider":
+            # TF32 is on by default in onnxruntime's CUDA provider; fp32 means fp32, as on the other backends.
+            providers.append((name, {"use_tf32": int(precision != "fp32")}))
         else:
             providers.append(name)
     return providers

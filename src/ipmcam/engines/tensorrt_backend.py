@@ -240,7 +240,7 @@ def make_entropy_calibrator(trt: Any, cuda: CudaRuntime, batches: Iterable[dict[
                 data = cache_file.read_bytes()
             except FileNotFoundError:
                 return None
-            log.info("TensorRT INT8 scales from ipmcam.calibration cache %s", cache_file)
+            log.info("TensorRT INT8 scales from calibration cache %s", cache_file)
             return data or None
 
         def write_calibration_cache(self, cache: Any) -> None:
@@ -311,6 +311,7 @@ class TensorRTBackend:
         style_mode, generator_mode = BUILD_MODES[precision]
         self.name = f"tensorrt-{precision}" + ("-calibrated" if calibration is not None else "")
         self.graphs: list[TrtGraph] = []
+        self.runtime: Any = None
         self.cuda = cuda_runtime(device)
         try:
             with self.cuda.activate():
@@ -392,8 +393,9 @@ class TensorRTBackend:
     def close(self) -> None:
         """Free every engine and buffer, then the stream (from any thread; twice is harmless)."""
         graphs, self.graphs = self.graphs, []
-        with self.cuda.activate():
-            for graph in graphs:
-                graph.close()
-            self.runtime = None
+        if graphs or self.runtime is not None:
+            with self.cuda.activate():
+                for graph in graphs:
+                    graph.close()
+                self.runtime = None
         self.cuda.close()

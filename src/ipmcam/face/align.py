@@ -89,3 +89,26 @@ def warp_to_crop(frame: np.ndarray, mat: np.ndarray, size: int = CROP_SIZE) -> n
     return cv2.warpAffine(
         frame, mat, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )
+
+
+#: Longest side that tracking and alignment work at: larger images (a 6000x6000 photo) are found and
+#: aligned on a copy this size, and only the makeup is drawn back at full size. Full HD frames pass as they
+#: are; the face mesh itself runs on 192-256 px crops, so nothing is lost for faces of ordinary size.
+WORK_SIDE = 1920
+
+
+def downscaled(image: np.ndarray, max_side: int = WORK_SIDE) -> tuple[np.ndarray, float]:
+    """The image with its longest side at most ``max_side`` (itself when it fits) and the scale applied (<= 1)."""
+    h, w = image.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1.0:
+        return image, 1.0
+    size = (max(round(w * scale), 1), max(round(h * scale), 1))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
+
+
+def from_scaled_frame(mat: np.ndarray, scale: float) -> np.ndarray:
+    """A frame-to-crop matrix found on a copy scaled by ``scale``, as one for the full-size frame."""
+    full = np.array(mat, dtype=np.float64)
+    full[:, :2] *= scale
+    return full

@@ -84,10 +84,14 @@ class Overlay:
     colour: np.ndarray
 
     def over(self, image: np.ndarray) -> np.ndarray:
-        """``image`` (uint8 or float pixel units) seen behind the overlay, in its own dtype."""
+        """``image`` (uint8, or float in pixel units) seen behind the overlay, rounded, in its own dtype.
+
+        Rounded whatever the dtype, so a source (uint8) and its target (float) stay equal wherever
+        they were equal.
+        """
         a = self.alpha[..., None]
         out = image.astype(np.float32) * (1.0 - a) + self.colour * a
-        return np.clip(np.rint(out), 0, 255).astype(np.uint8) if image.dtype == np.uint8 else out
+        return np.clip(np.rint(out), 0, 255).astype(image.dtype)
 
 
 def random_overlay(size: int, landmarks: np.ndarray, rng: np.random.Generator, scene: np.ndarray) -> Overlay | None:
@@ -107,7 +111,7 @@ def glasses(size: int, landmarks: np.ndarray, rng: np.random.Generator) -> Overl
     frame = np.zeros((size, size), np.uint8)
     lenses = np.zeros((size, size), np.uint8)
     dark = rng.random() < 0.65
-    thickness = max(1, int(round(rng.uniform(0.008, 0.022 if dark else 0.01) * size)))
+    thickness = max(1, round(rng.uniform(0.008, 0.022 if dark else 0.01) * size))
     width_scale, height_scale = rng.uniform(1.5, 1.9), rng.uniform(2.2, 3.2)
     drop = rng.uniform(-0.1, 0.25)
     inner: list[np.ndarray] = []
@@ -165,7 +169,7 @@ def occluder(size: int, landmarks: np.ndarray, rng: np.random.Generator, scene: 
             cv2.circle(shape, tuple(np.round(b).astype(int)), int(width / 2), 255, -1, cv2.LINE_AA)
         lab = np.array([[[rng.uniform(30, 85) * 2.55, 128 + rng.uniform(5, 25), 128 + rng.uniform(8, 30)]]], np.uint8)
         tone = cv2.cvtColor(lab, cv2.COLOR_Lab2BGR)[0, 0].astype(np.float32)
-        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+        xx = np.arange(size, dtype=np.float32)[None, :]
         shade = 1.0 + 0.25 * np.sin(xx / (0.5 * width) + rng.uniform(0, 6.3))[..., None]
         colour = tone * shade
     elif kind == 1:  # microphone: a dark rounded head on a stick, in front of the mouth

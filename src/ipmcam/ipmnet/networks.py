@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ipmcam.face.masks import EYE_SHADOW, LIPS
+from ipmcam.face.regions import EYE_SHADOW, LIPS
 from ipmcam.ipmnet.config import IPMNetConfig
 from ipmcam.ipmnet.preprocess import Preprocess, union_mask
 

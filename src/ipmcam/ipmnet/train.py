@@ -10,6 +10,14 @@ Each step mixes three kinds of example, all drawn from real aligned faces:
   gradient-consistency term that keeps the source's own texture;
 - self-reconstruction: the source with its own style gives itself back.
 
+Sources and references are webcam-like: frames of the training clips as
+often as photos and more (``p_video``), captured anew by ``augment.webcam_look``
+(noise, JPEG, white balance, warm and low light, small faces), and sometimes
+behind glasses or a hand (``augment.random_overlay``, laid on the target too).
+Besides the pixel L1, ``losses`` scores what the evaluation scores: each
+region's mean Lab colour against the target's (the skin's above all: a
+person's tone is theirs) and the skin's fine texture.
+
 A style-code reconstruction term asks the output to carry the style of its
 target, and an LSGAN multi-scale adversarial loss joins once the rest has
 converged (``--adv-from``). Checkpoints resume exactly (models, optimisers,
@@ -39,8 +47,8 @@ from ipmcam.face.masks import EYE_SHADOW, LIPS, SKIN, region_masks
 from ipmcam.ipmnet.augment import random_overlay, webcam_look
 from ipmcam.ipmnet.config import get_config
 from ipmcam.ipmnet.dataset import TRAINING_CLIPS, FaceSet, load_or_build, split
-from ipmcam.ipmnet.losses import gradient_loss, region_colour_loss, texture_loss
 from ipmcam.ipmnet.export import export_model
+from ipmcam.ipmnet.losses import gradient_loss, region_colour_loss, texture_loss
 from ipmcam.ipmnet.networks import Generator, MultiScaleDiscriminator, build_generator
 from ipmcam.ipmnet.pseudo import region_colour_target
 from ipmcam.ipmnet.render import MakeupParams, lid_profile, render
@@ -73,14 +81,14 @@ class TrainSettings:
     p_synthetic: float = 0.5
     p_real: float = 0.4  # the rest: self-reconstruction
     w_region: float = 4.0  # extra L1 weight inside the makeup regions
-    w_lips: float = 8.0  # and more on the lips and lids: small areas, the colours people look at
-    w_eyes: float = 4.0
+    w_lips: float = 12.0  # and more on the lips and lids: small areas, the colours people look at
+    w_eyes: float = 10.0
     w_pseudo: float = 1.0
     w_gradient: float = 1.0
     #: mean Lab colour of each region against the target's (lips, eye shadow, skin): what the evaluation scores
-    w_colour: float = 1.0
-    colour_lips: float = 1.0
-    colour_eyes: float = 0.5
+    w_colour: float = 0.5
+    colour_lips: float = 4.0
+    colour_eyes: float = 2.0
     colour_skin: float = 2.0
     w_texture: float = 0.5  # the skin's Laplacian energy against the target's
     w_code: float = 0.1

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -154,17 +155,54 @@ def save_weights(model: nn.Module, path: Path, config: IPMNetConfig | None = Non
     save_file(state, str(path), metadata=meta)
 
 
+#: safetensors dtype names -> torch dtype names
+_SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64", "I64": "int64",
+                       "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
+def read_safetensors(path: Path) -> dict[str, Any]:
+    """The tensors of a .safetensors file, read without the safetensors package.
+
+    For a GPU machine with a system torch and no way to install packages
+    (``make gpu-check`` runs there as it is). The format is small and fixed:
+    an 8-byte little-endian header length, a JSON header giving each
+    tensor's dtype, shape and byte range, then the raw little-endian data.
+    Raises ValueError for a file that is not one.
+    """
+    import torch
+
+    raw = Path(path).read_bytes()
+    try:
+        (length,) = struct.unpack_from("<Q", raw)
+        header = json.loads(raw[8 : 8 + length])
+        data = memoryview(raw)[8 + length :]
+        state = {}
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            start, end = info["data_offsets"]
+            dtype = getattr(torch, _SAFETENSORS_DTYPES[info["dtype"]])
+            chunk = bytearray(data[start:end])
+            flat = torch.frombuffer(chunk, dtype=dtype) if chunk else torch.empty(0, dtype=dtype)
+            state[name] = flat.reshape(info["shape"])
+    except (struct.error, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise ValueError(f"not a safetensors file ({exc})") from None
+    return state
+
+
 def load_weights(model: nn.Module, path: Path) -> nn.Module:
     """Load safetensors weights into ``model`` (strict); EngineError for an unreadable or mismatched file."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         raise EngineError(f"weights file {path} is missing: train a model or point IPMCAM_WEIGHTS at a model directory")
     try:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+    except ImportError:  # not installed: the format is read directly
+        SafetensorError, load_file = ValueError, read_safetensors  # noqa: N806
+    try:
         state = load_file(str(path))
-    except (SafetensorError, OSError) as exc:
+    except (SafetensorError, ValueError, OSError) as exc:
         raise EngineError(f"weights file {path} is unreadable ({exc}): re-download or re-train it") from None
     try:
         model.load_state_dict(state, strict=True)

@@ -8,6 +8,7 @@ from typing import Any
 
 from ipmcam.measure.eval_report import print_table
 from ipmcam.measure.evaluate import DEFAULT_CACHE, DEFAULT_DATA, EvalSettings, evaluate
+from ipmcam.measure.webcam_set import FRAMES_PER_CLIP, default_clips
 
 
 def _csv(text: str) -> tuple[str, ...]:
@@ -31,9 +32,15 @@ def register(sub: Any) -> None:
     p.add_argument("--references", type=int, default=4, help="held-out made-up references (0: all)")
     p.add_argument("--synthetic", type=int, default=24, help="exact synthetic pairs (0: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic pairs")
-    p.add_argument("--videos", type=_csv, default=("d12", "d18"), help="clips under DATA/videos (empty: none)")
+    p.add_argument("--videos", type=_csv, default=EvalSettings.videos,
+                   help="clips for flicker under DATA/videos (empty: none)")
     p.add_argument("--video-frames", type=int, default=60, help="frames per clip (0: all)")
     p.add_argument("--video-reference", type=Path, help="reference for the clips (default: the first pair reference)")
+    p.add_argument("--webcam-clips", type=_csv, default=default_clips(),
+                   help="held-out clips of the webcam set (default: all of them; empty: no webcam set)")
+    p.add_argument("--webcam-frames", type=int, default=FRAMES_PER_CLIP, help="frames sampled per webcam clip")
+    p.add_argument("--webcam-references", type=int, default=3,
+                   help="references for the webcam set: the demo reference, then held-out ones (0: no webcam set)")
     p.add_argument("--faces-cache", type=Path, default=DEFAULT_CACHE, help="aligned face set (built when missing)")
     p.add_argument("--no-identity", action="store_true", help="skip the dlib identity metric")
     p.add_argument("--cell", type=int, default=160, help="grid cell size in pixels")
@@ -46,6 +53,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         backend=args.backend, config=args.config, model_dir=args.model_dir, sources=args.sources,
         references=args.references, synthetic=args.synthetic, seed=args.seed, videos=tuple(args.videos),
         video_frames=args.video_frames, video_reference=args.video_reference, faces_cache=args.faces_cache,
+        webcam_clips=tuple(args.webcam_clips), webcam_frames=args.webcam_frames,
+        webcam_references=args.webcam_references,
         identity=not args.no_identity, cell=args.cell,
     )
     start = time.perf_counter()
@@ -55,6 +64,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"skipped {key}: {reason}")
     for key, note in report["notes"].items():
         print(f"{key}: {note}")
-    print(f"{args.out / 'eval.json'}, {args.out / 'table.md'}, {args.out / 'grid.png'} "
+    print(f"{args.out / 'eval.json'}, {args.out / 'table.md'}, {args.out / 'grid.png'}, {args.out / 'grid_webcam.png'} "
           f"({time.perf_counter() - start:.0f} s)")
     return 0

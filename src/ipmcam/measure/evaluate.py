@@ -26,6 +26,10 @@ Every model is judged on data no model was trained on (``ipmnet.dataset.is_held_
   held-out identities of the cached face set: PSNR to the exact target over
   the whole crop (``psnr``) and over the region makeup may touch
   (``psnr_face``).
+* **webcam**: frames of the clips held out of training, through the real
+  Pipeline with the demo reference and held-out references: skin tone
+  shift, skin texture kept, identity, lips and eye-shadow ΔE, per clip,
+  overall and per group (``measure.webcam_set``).
 * **videos**: held-out clips through the real Pipeline (tracking and
   smoothing as live): ``flicker`` is the mean absolute frame-to-frame change
   of the makeup delta inside the face, in crop space and pixel units (lower
@@ -35,15 +39,13 @@ Every model is judged on data no model was trained on (``ipmnet.dataset.is_held_
 Writes ``eval.json`` (settings, versions, per-model summary, per-row
 results; infinities as the string "inf"), ``table.md``, ``grid.png``
 (source | reference | each engine) and ``grid_synthetic.png`` (source |
-reference | target | each engine). torch is never imported; dlib only for
-the identity metric.
+reference | target | each engine), ``grid_webcam.png`` (webcam frames: input |
+each engine). torch is never imported; dlib only for the identity metric.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +60,6 @@ from ipmcam.engines.loader import default_model_dir, load
 from ipmcam.errors import EngineError, UserError
 from ipmcam.face.masks import union
 from ipmcam.face.reference import read_reference
-from ipmcam.face.tracker import FaceTracker
 from ipmcam.ipmnet.dataset import is_held_out, load_or_build, split
 from ipmcam.ipmnet.render import paint_region
 from ipmcam.ipmnet.weights import GENERATOR_FILES, read_manifest
@@ -69,7 +70,15 @@ from ipmcam.measure.eval_report import (
     markdown_table,
     summarise,
 )
-from ipmcam.measure.identity import IdentityModel, available
+from ipmcam.measure.harness import (
+    BASELINE,
+    IdentityMeter,
+    NoOpEngine,
+    Recorder,
+    TrackerTap,
+    static_pipeline,
+)
+from ipmcam.measure.identity import available
 from ipmcam.measure.machine import versions
 from ipmcam.measure.metrics import (
     CORE,
@@ -80,74 +89,25 @@ from ipmcam.measure.metrics import (
     psnr,
     region_delta_e,
 )
-from ipmcam.realtime.pipeline import Pipeline, PipelineOptions
-from ipmcam.resources import CACHE_DIR, SHARED_DATA
+from ipmcam.measure.webcam_set import (
+    CLIPS,
+    FRAMES_PER_CLIP,
+    default_clips,
+    run_webcam,
+    summarise_webcam,
+    webcam_frames,
+    webcam_table,
+)
+from ipmcam.realtime.pipeline import Pipeline
+from ipmcam.resources import CACHE_DIR, DEMO_REFERENCE, SHARED_DATA
 
 log = logging.getLogger("ipmcam")
 
 DEFAULT_DATA = SHARED_DATA
 DEFAULT_CACHE = CACHE_DIR / "faces.npz"
-BASELINE = "none"
 
 
 # --------------------------------------------------------------------------- engines
-
-
-class NoOpEngine(Engine):
-    """The do-nothing baseline: every delta is zero, so the output is the input."""
-
-    name = BASELINE
-
-    def encode_style(self, crop: np.ndarray, masks: np.ndarray) -> None:
-        return None
-
-    def run(self, crops: np.ndarray, masks: np.ndarray, style: Any, intensity: float = 1.0) -> np.ndarray:
-        return np.zeros(crops.shape, np.float32)
-
-
-class _Recorder(Engine):
-    """Wraps an engine inside a Pipeline: keeps the last reference, crops, masks and deltas, and run times."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.name = engine.name
-        self.reference: tuple[np.ndarray, np.ndarray] | None = None
-        self.last: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self.seconds_per_face: list[float] = []
-
-    def encode_style(self, crop: np.ndarray, masks: np.ndarray) -> Any:
-        self.reference = (crop.copy(), np.asarray(masks, np.float32).copy())
-        return self.engine.encode_style(crop, masks)
-
-    def run(self, crops: np.ndarray, masks: np.ndarray, style: Any, intensity: float = 1.0) -> np.ndarray:
-        start = time.perf_counter()
-        deltas = self.engine.run(crops, masks, style, intensity)
-        self.seconds_per_face.append((time.perf_counter() - start) / max(len(crops), 1))
-        self.last = (crops, masks, deltas)
-        return deltas
-
-
-class _TrackerTap:
-    """Stands in for a Pipeline's tracker and keeps the faces it returned, for the outside-face check."""
-
-    def __init__(self, tracker: Any) -> None:
-        self.tracker = tracker
-        self.faces: list[Any] = []
-        self.previous: list[Any] = []  # the last faces seen before this frame (a face fading out is drawn there)
-
-    def __call__(self, image: np.ndarray, timestamp: float) -> list[Any]:
-        if self.faces:
-            self.previous = self.faces
-        self.faces = self.tracker(image, timestamp)
-        return self.faces
-
-    def drawn(self, count: int) -> list[np.ndarray]:
-        """Landmarks of the faces the pipeline may have drawn, given how many it reports."""
-        faces = list(self.faces) + (list(self.previous) if count > len(self.faces) else [])
-        return [f.landmarks for f in faces]
-
-    def close(self) -> None:
-        self.tracker.close()
 
 
 @dataclass
@@ -204,42 +164,15 @@ def open_engine(spec: ModelSpec, backend: str, model_dir: Path | None, config: s
 # --------------------------------------------------------------------------- runners
 
 
-class _Identity:
-    """Identity distances to each source crop, with the input's descriptor computed once."""
-
-    def __init__(self) -> None:
-        self.model = IdentityModel()
-        self._inputs: dict[str, tuple[Any, np.ndarray]] = {}
-
-    def distance(self, crop: np.ndarray, output: np.ndarray) -> float:
-        if np.array_equal(crop, output):
-            return 0.0
-        key = hashlib.sha1(crop.tobytes()).hexdigest()
-        if key not in self._inputs:
-            box = self.model.face_box(crop)
-            self._inputs[key] = (box, self.model.descriptor(crop, box))
-        box, ref = self._inputs[key]
-        return float(np.linalg.norm(self.model.descriptor(output, box) - ref))
-
-
-def _static_pipeline(engine: _Recorder) -> tuple[Any, _TrackerTap]:
-    """A real Pipeline whose tracker treats every frame as an unrelated photo."""
-    pipeline = Pipeline(None, engine, options=PipelineOptions(smooth=False))
-    pipeline.tracker.close()
-    tap = _TrackerTap(FaceTracker(static=True, smooth=False))
-    pipeline.tracker = tap
-    return pipeline, tap
-
-
 def run_pairs(engine: Engine, sources: list[tuple[str, np.ndarray]], references: list[tuple[str, np.ndarray]],
-              identity: _Identity | None, outside: OutsideFace, keep: Callable[[str, str, dict[str, np.ndarray]], None]
+              identity: IdentityMeter | None, outside: OutsideFace, keep: Callable[[str, str, dict[str, np.ndarray]], None]
               ) -> tuple[list[dict[str, Any]], list[float]]:
     """Per-pair metrics for one engine and its run times (ms per face).
 
     ``keep(source, reference, crops)`` receives the crops for the grid.
     """
-    rec = _Recorder(engine)
-    pipeline, tap = _static_pipeline(rec)
+    rec = Recorder(engine)
+    pipeline, tap = static_pipeline(rec)
     rows: list[dict[str, Any]] = []
     clock = 0.0
     try:
@@ -290,9 +223,9 @@ def run_synthetic(engine: Engine, pairs: list[dict[str, Any]], keep: Callable[[i
 
 def run_video(engine: Engine, path: Path, reference: np.ndarray, max_frames: int, outside: OutsideFace) -> dict[str, Any]:
     """Flicker of the makeup delta and the outside check on one clip, through a live-configured Pipeline."""
-    rec = _Recorder(engine)
+    rec = Recorder(engine)
     pipeline = Pipeline(None, rec, reference=reference)
-    tap = _TrackerTap(pipeline.tracker)
+    tap = TrackerTap(pipeline.tracker)
     pipeline.tracker = tap
     meter = FlickerMeter()
     local = OutsideFace()
@@ -340,10 +273,13 @@ class EvalSettings:
     references: int = 4
     synthetic: int = 24
     seed: int = 0
-    videos: tuple[str, ...] = ("d12", "d18")
+    videos: tuple[str, ...] = ("d12", "d13", "edtalk_obama_office", "pyfeat_webcam_asian_man_short")
     video_frames: int = 60
     video_reference: Path | None = None
     faces_cache: Path = DEFAULT_CACHE
+    webcam_clips: tuple[str, ...] = field(default_factory=default_clips)
+    webcam_frames: int = FRAMES_PER_CLIP
+    webcam_references: int = 3  # the demo reference, then the first held-out references
     identity: bool = True
     cell: int = 160
     notes: dict[str, str] = field(default_factory=dict)
@@ -365,7 +301,7 @@ def evaluate(s: EvalSettings) -> dict[str, Any]:
         if reason:
             notes["identity"] = f"skipped: {reason}"
         else:
-            identity = _Identity()
+            identity = IdentityMeter()
 
     held = None
     if s.synthetic > 0:
@@ -383,6 +319,11 @@ def evaluate(s: EvalSettings) -> dict[str, Any]:
             notes[f"video {name}"] = f"skipped: {path} not found"
     video_ref_name = str(s.video_reference) if s.video_reference else f"faces/makeup/{references[0][0]}.png"
     video_ref = read_reference(s.video_reference) if s.video_reference else references[0][1]
+
+    wframes = webcam_frames(s.data, s.webcam_clips, s.webcam_frames) if s.webcam_references > 0 else []
+    wrefs = ([("demo reference", read_reference(DEMO_REFERENCE))] + references)[: s.webcam_references]
+    webcam_rows: dict[str, list[dict[str, Any]]] = {}
+    webcam_crops: dict[tuple[str, str], dict[str, np.ndarray]] = {}
 
     pair_rows: dict[str, list[dict[str, Any]]] = {}
     synth_rows: dict[str, list[dict[str, Any]]] = {}
@@ -411,7 +352,12 @@ def evaluate(s: EvalSettings) -> dict[str, Any]:
             def keep_synth(k: int, image: np.ndarray, key: str = spec.key) -> None:
                 synth_crops.setdefault(k, {})[key] = image
 
+            def keep_webcam(clip: str, ref: str, crops: dict[str, np.ndarray], key: str = spec.key) -> None:
+                entry = webcam_crops.setdefault((clip, ref), {"source": crops["source"]})
+                entry[key] = crops["output"]
+
             rows, ms = run_pairs(engine, sources, references, identity, outside, keep_pair)
+            webcam_rows[spec.key] = run_webcam(engine, wframes, wrefs, identity, keep_webcam) if wframes else []
             pair_rows[spec.key] = rows
             synth_rows[spec.key] = run_synthetic(engine, synth, keep_synth)
             for path in video_paths:
@@ -420,6 +366,8 @@ def evaluate(s: EvalSettings) -> dict[str, Any]:
             summaries[spec.key] = {"engine": engine.name, "precision": precision,
                                    "model": model_info(spec, s.model_dir, s.config),
                                    **summarise(spec.key, rows, synth_rows[spec.key], videos, outside, ms)}
+            if wframes:
+                summaries[spec.key]["webcam"] = summarise_webcam(webcam_rows[spec.key])
         finally:
             engine.close()
 
@@ -435,6 +383,8 @@ def evaluate(s: EvalSettings) -> dict[str, Any]:
                                                                  "faces_cache": str(s.faces_cache)},
         "videos": [p.stem for p in video_paths], "video_frames": s.video_frames, "video_reference": video_ref_name,
         "outside_margin": OUTSIDE_MARGIN, "region_core": CORE,
+        "webcam": {"clips": {n: vars(CLIPS[n]) if n in CLIPS else {} for n in dict.fromkeys(c for c, _ in wframes)},
+                   "frames_per_clip": s.webcam_frames, "references": [n for n, _ in wrefs]},
         "identity": {"model": "dlib_face_recognition_resnet_model_v1 + shape_predictor_5_face_landmarks",
                      "on": "canonical 256x256 crops; box from the input crop, reused for the output",
                      "same_person_threshold": 0.6, "enabled": identity is not None},
@@ -442,10 +392,13 @@ def evaluate(s: EvalSettings) -> dict[str, Any]:
     report: dict[str, Any] = {
         "settings": settings, "versions": versions(), "models": summaries, "skipped": skipped, "notes": notes,
         "pairs": _pair_table(pair_rows), "synthetic": _synth_table(synth, synth_rows), "videos": videos,
+        "webcam": webcam_rows,
     }
     s.out.mkdir(parents=True, exist_ok=True)
     (s.out / "eval.json").write_text(json.dumps(jsonable(report), indent=1, ensure_ascii=False) + "\n")
-    (s.out / "table.md").write_text(markdown_table(report))
+    webcam = {k: v["webcam"] for k, v in summaries.items() if "webcam" in v}
+    (s.out / "table.md").write_text(markdown_table(report) + ("\n## Webcam set\n\n" + webcam_table(webcam)
+                                                             if webcam else ""))
     shown = [sp.key for sp in specs if sp.key in summaries and sp.key != BASELINE]
     keys = sorted(pair_crops)
     if keys:
@@ -453,6 +406,11 @@ def evaluate(s: EvalSettings) -> dict[str, Any]:
                           [[pair_crops[k]["source"], pair_crops[k]["reference"], *(pair_crops[k].get(m) for m in shown)]
                            for k in keys], [f"{a} x {b}" for a, b in keys], s.cell)
         cv2.imwrite(str(s.out / "grid.png"), grid)
+    if webcam_crops:
+        keys = sorted(k for k in webcam_crops if k[1] == wrefs[0][0])
+        grid = grid_image(["input", *shown], [[webcam_crops[k]["source"], *(webcam_crops[k].get(m) for m in shown)]
+                                              for k in keys], [k[0] for k in keys], s.cell)
+        cv2.imwrite(str(s.out / "grid_webcam.png"), grid)
     if synth:
         grid = grid_image(["source", "reference", "target", *shown],
                           [[it["pair"].source, it["pair"].reference, it["pair"].target,

@@ -36,6 +36,10 @@ def support_box(mask: np.ndarray, mat_frame_to_crop: np.ndarray, frame_shape: tu
     return x0, y0, x1, y1
 
 
+#: rows of the face box blended at a time (a face box shorter than this is one band)
+BAND_ROWS = 512
+
+
 def add_delta(frame: np.ndarray, delta: np.ndarray, mask: np.ndarray, mat_frame_to_crop: np.ndarray) -> None:
     """Add a crop-space delta (S, S, 3) float32 to ``frame`` (uint8, in place) inside the face box.
 
@@ -46,9 +50,13 @@ def add_delta(frame: np.ndarray, delta: np.ndarray, mask: np.ndarray, mat_frame_
     if box is None:
         return
     x0, y0, x1, y1 = box
-    to_roi = align.invert(mat_frame_to_crop)
-    to_roi[:, 2] -= (x0, y0)
-    warped = cv2.warpAffine(delta, to_roi, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    roi = frame[y0:y1, x0:x1]
-    roi[...] = np.clip(np.rint(roi.astype(np.float32) + warped), 0, 255).astype(np.uint8)
+    to_frame = align.invert(mat_frame_to_crop)
+    # In bands of rows: the float temporaries stay a few MB even for a face 4000 px tall in a huge photo.
+    for top in range(y0, y1, BAND_ROWS):
+        bottom = min(top + BAND_ROWS, y1)
+        to_band = to_frame.copy()
+        to_band[:, 2] -= (x0, top)
+        warped = cv2.warpAffine(delta, to_band, (x1 - x0, bottom - top), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        band = frame[top:bottom, x0:x1]
+        band[...] = np.clip(np.rint(band.astype(np.float32) + warped), 0, 255).astype(np.uint8)

@@ -178,7 +178,11 @@ class Mixer(Engine):
     def __init__(self, engine: Engine, strengths: Callable[[], Mapping[str, float] | None] = lambda: None) -> None:
         self.engine = engine
         self.strengths = strengths
-        self.name = engine.name
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        """The wrapped engine's name, read each time: a backend fallback renames it mid-stream."""
+        return self.engine.name
 
     def encode_style(self, crop: np.ndarray, masks: np.ndarray) -> Any:
         return self.engine.encode_style(crop, masks)

@@ -68,14 +68,14 @@ class Outputs:
             sink.close()
         except SinkError:
             pass  # the write's error already said what was lost
+        if not sink.reopenable and not self.active and not self.lost:
+            raise exc  # nothing left to feed: the run ends, with this as its error
         if sink.reopenable:
             self.lost.append(_Lost(sink, self.clock() + self.first_retry, self.first_retry))
             log.warning("%s; the stream goes on, and %s is retried in the background", exc, sink.name)
         else:
             self.failed.append(str(exc))
             log.warning("%s; the stream goes on without it", exc)
-        if not self.active and not self.lost:
-            raise SinkError(f"every output failed, the last: {exc}")
 
     def _reopen_due(self) -> None:
         now = self.clock()

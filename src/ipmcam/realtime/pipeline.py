@@ -21,6 +21,7 @@ import numpy as np
 from ipmcam.engines.base import Engine
 from ipmcam.errors import EngineError, UserError
 from ipmcam.face import masks
+from ipmcam.face.align import downscaled, from_scaled_frame
 from ipmcam.face.reference import align_face, read_reference, reference_crop
 from ipmcam.face.tracker import Face, FaceTracker
 from ipmcam.realtime import mixing
@@ -115,7 +116,6 @@ class Pipeline:
         self.sinks = list(sinks)
         self.options = options or PipelineOptions()
         self.clock = StageClock()
-        self.tracker = FaceTracker(max_faces=self.options.max_faces, smooth=self.options.smooth)
         self.style: Any = None
         self.has_reference = False
         self.faces = 0  #: faces made up in the newest frame (what a control page shows)
@@ -130,6 +130,9 @@ class Pipeline:
         self._async = AsyncGenerator(self._runner) if self.options.async_inference else None
         if reference is not None:
             self.set_reference(reference)
+        # Made after the reference is analysed: its still-image tracker is closed by then, so the two
+        # never hold their models at once (a big photo's run stays within its memory bound).
+        self.tracker = FaceTracker(max_faces=self.options.max_faces, smooth=self.options.smooth)
 
     def set_reference(self, reference: str | Path | np.ndarray | ReferenceCrop | Mapping[str, Any]) -> None:
         """Analyse a reference photo once; every later frame reuses its style.
@@ -201,26 +204,32 @@ class Pipeline:
         self._presence = current
         return [p for p in current.values() if p.strength > 0]
 
-    def process(self, image: np.ndarray, timestamp: float) -> tuple[np.ndarray, int]:
-        """The made-up frame (a new array) and how many faces were changed."""
+    def process(self, image: np.ndarray, timestamp: float, in_place: bool = False) -> tuple[np.ndarray, int]:
+        """The made-up frame and how many faces were changed.
+
+        The frame is a new array unless ``in_place`` (the caller hands the
+        image over: a 6000x6000 photo is then held once, not twice).
+        """
         if not self.has_reference:
             raise RuntimeError("set a reference before processing frames")
         if self.options.mirror:
             image = np.ascontiguousarray(image[:, ::-1])
-        out, changed = self._process(image, timestamp)
+        out, changed = self._process(image, timestamp, in_place and not self.options.split)
         if self.options.split:
             _split_view(image, out)
         return out, changed
 
-    def _process(self, image: np.ndarray, timestamp: float) -> tuple[np.ndarray, int]:
-        out = image.copy()
+    def _process(self, image: np.ndarray, timestamp: float, in_place: bool) -> tuple[np.ndarray, int]:
+        # Faces are found and aligned on a copy at most WORK_SIDE pixels long; makeup is drawn at full size.
+        work, scale = downscaled(image)
         with self.clock.stage("landmarks"):
-            faces = [f for f in self.tracker(image, timestamp) if f.size >= self.options.min_face_size]
+            faces = [f for f in self.tracker(work, timestamp) if f.size >= self.options.min_face_size * scale]
         visible = self._visible(faces, timestamp)
+        out = image if in_place else image.copy()
         if not visible or self.options.intensity <= 0.0 or not self.options.effect:
             return out, 0
         with self.clock.stage("align"):
-            aligned = [align_face(image, p.landmarks) for p in visible]
+            aligned = [align_face(work, p.landmarks) for p in visible]
             crops = np.stack([a[0] for a in aligned])
             region = np.stack([a[1] for a in aligned])
         with self.clock.stage("generator"):
@@ -228,7 +237,7 @@ class Pipeline:
         with self.clock.stage("blend"):
             for (_, face_masks, mat), delta, p in zip(aligned, deltas, visible):
                 add_delta(out, delta if p.strength >= 1.0 else delta * np.float32(p.strength),
-                          masks.union(face_masks), mat)
+                          masks.union(face_masks), from_scaled_frame(mat, scale))
         return out, len(visible)
 
     def _generate(self, crops: np.ndarray, region: np.ndarray, track_ids: list[int]) -> list[np.ndarray]:
@@ -309,7 +318,7 @@ class Pipeline:
                         stats.resampled += 1
                         continue
                 self._swap_reference()
-                out, changed = self.process(image, frame.timestamp)
+                out, changed = self.process(image, frame.timestamp, in_place=frame.handed_over)
                 for _ in range(copies):
                     self._publish(out, self.source.fps)
                 published += copies

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from ipmcam.realtime.video_file import VIDEO_FORMATS, VideoWriter, WriteFailure,
 
 log = logging.getLogger("ipmcam")
 
+NO_DISPLAY = "cannot open a preview window: no display (set DISPLAY, or drop --preview)"
 VIRTUAL_CAMERA_HELP = (
     "no virtual camera device found: on Linux load v4l2loopback "
     "(sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label=ipmcam); "
@@ -86,12 +88,12 @@ class FileSink(Sink):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        check_writable(self.path)
         suffix = self.path.suffix.lower()
         self.is_image = suffix in IMAGE_SUFFIXES
         if not self.is_image and suffix not in VIDEO_FORMATS:
             raise SinkError(f"cannot write {self.path}: unknown file type {suffix or '(no suffix)'}; use a video "
                             f"({', '.join(VIDEO_FORMATS)}) or an image ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        check_writable(self.path)
         self.name = str(self.path)
         self.frames = 0
         self._writer: VideoWriter | None = None
@@ -122,6 +124,8 @@ class FileSink(Sink):
             writer.close()
         except WriteFailure:
             pass  # the disk that refused a frame may refuse the last fragment too: what is on it still plays
+        if self.frames == 0:
+            return SinkError(f"cannot write {self.path}: {_reason(exc)}")
         kept = count_frames(self.path) if self.path.is_file() else 0
         return SinkError(f"cannot write {self.path}: {_reason(exc)}; stopped after {self.frames} frames, "
                          f"of which the file keeps {kept}")
@@ -197,6 +201,9 @@ class PreviewSink(Sink):
 
     def __init__(self, title: str = "ipmcam", show_fps: bool = True,
                  overlay: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            # Checked up front: OpenCV's Qt aborts the whole process when it finds no display.
+            raise SinkError(NO_DISPLAY)
         self.title = title
         self.show_fps = show_fps
         self.overlay = overlay
@@ -221,7 +228,7 @@ class PreviewSink(Sink):
         try:
             cv2.namedWindow(self.title, cv2.WINDOW_NORMAL | cv2.WINDOW_GUI_NORMAL)  # no toolbar: keys do it all
         except cv2.error:
-            raise SinkError("cannot open a preview window: no display (set DISPLAY, or drop --preview)") from None
+            raise SinkError(NO_DISPLAY) from None
         try:
             cv2.resizeWindow(self.title, width, height)  # start at the video's own size, not the toolkit's default
         except cv2.error:

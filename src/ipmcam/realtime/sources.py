@@ -35,6 +35,7 @@ class Frame:
     index: int
     timestamp: float  # seconds of media time (frame index / fps for files)
     captured_at: float  # time.perf_counter() when it was read, for end-to-end latency
+    handed_over: bool = False  # the source keeps no reference to ``image``: the pipeline may draw on it in place
 
 
 class Source(ABC):
@@ -79,14 +80,22 @@ def as_bgr(image: Any) -> np.ndarray | None:
 
 
 class ImageSource(Source):
-    """A single still image as a one-frame source."""
+    """A single still image as a one-frame source.
+
+    It is read at once (a bad file is refused before any work; OpenCV's JPEG
+    decoder briefly needs twice the image's size, better spent before the
+    models load) and handed over to the pipeline, which makes it up in place:
+    a 6000x6000 photo (108 MB) is held once, not twice.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.image = read_image(self.path)
+        self._image: np.ndarray | None = read_image(self.path)
 
     def __iter__(self) -> Iterator[Frame]:
-        yield Frame(self.image.copy(), 0, 0.0, time.perf_counter())
+        image, self._image = self._image, None
+        yield Frame(image if image is not None else read_image(self.path), 0, 0.0, time.perf_counter(),
+                    handed_over=True)
 
 
 CaptureFactory = Callable[[], Any]  # returns an object with cv2.VideoCapture's read/get/release/isOpened
@@ -228,6 +237,15 @@ class _NewestFrame(Source):
             self._thread.capture.release()
 
 
+def plausible_fps(reported: float, fallback: float) -> float:
+    """A live source's frame rate, or ``fallback`` where it reports none or nonsense (streams say 0 or 90000).
+
+    Live output is published at this rate by the clock, so a wrong one would
+    repeat each frame hundreds of times.
+    """
+    return float(reported) if 1.0 <= reported <= 240.0 else float(fallback)
+
+
 #: above this many pixels a camera is asked for MJPG: many USB webcams send raw YUYV at 720p at only ~10 fps
 MJPG_ABOVE = 640 * 480
 
@@ -280,7 +298,7 @@ class CameraSource(_NewestFrame):
             raise SourceError(f"cannot open camera {device!r}: no such device, or it is in use by another program "
                               "(`ipmcam cameras` lists the cameras)")
         self._report(capture)
-        self.fps = float(capture.get(cv2.CAP_PROP_FPS) or fps or 30.0)
+        self.fps = plausible_fps(capture.get(cv2.CAP_PROP_FPS), fps or 30.0)
         self._thread = _CaptureThread(capture, self._deliver, self.fps, recover=self._reconnect)
         self.reconnects = 0
 
@@ -339,7 +357,7 @@ class PlaybackSource(_NewestFrame):
         self.path = Path(path)
         self.loop = loop
         capture = open_video(self.path)
-        self.fps = float(capture.get(cv2.CAP_PROP_FPS)) or 30.0
+        self.fps = plausible_fps(capture.get(cv2.CAP_PROP_FPS), 30.0)
         self.loops = 0
         self._clock = clock
         self._wait = wait or (lambda seconds, stop: stop.wait(seconds))

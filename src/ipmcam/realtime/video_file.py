@@ -30,13 +30,21 @@ class VideoWriter:
     def __init__(self, path: Path, width: int, height: int, fps: float) -> None:
         container_format = VIDEO_FORMATS[path.suffix.lower()]
         options = _FRAGMENTED if container_format in ("mp4", "mov") else {}
-        self._container = av.open(str(path), "w", format=container_format, options=options)
+        # FFmpeg's own file writer keeps a failed write to itself (the muxer may never report it); through an
+        # unbuffered Python file every write that fails raises, and PyAV passes it on from ``mux``.
+        self._file = open(path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
+        try:
+            self._container = av.open(self._file, "w", format=container_format, options=options)
+        except BaseException:
+            self._file.close()
+            raise
         try:
             self._stream = self._container.add_stream(CODEC, rate=Fraction(fps).limit_denominator(1001))
             self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, "yuv420p"
             self._stream.bit_rate = int(width * height * fps)  # OpenCV's rate for mp4v: the quality users had
         except BaseException:
             self._container.close()
+            self._file.close()
             raise
 
     def write(self, frame: np.ndarray) -> None:
@@ -49,7 +57,10 @@ class VideoWriter:
             for packet in self._stream.encode():
                 self._container.mux(packet)
         finally:
-            self._container.close()
+            try:
+                self._container.close()
+            finally:
+                self._file.close()
 
 
 def count_frames(path: Path) -> int:

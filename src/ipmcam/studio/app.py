@@ -11,12 +11,11 @@ request never touches the running pipeline):
 from __future__ import annotations
 
 import io
-import logging
 import re
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 import anyio
 import cv2
@@ -38,8 +37,6 @@ from ipmcam.realtime import presets
 from ipmcam.studio.guard import Guard
 from ipmcam.studio.hub import FrameHub, Jpeg, encode_jpeg
 from ipmcam.studio.remote import RemoteControls, parse_settings
-
-log = logging.getLogger("ipmcam")
 
 STATIC = Path(__file__).resolve().parent / "static"
 MAX_UPLOAD = 20 * 1024 * 1024  #: bytes of one reference photo
@@ -124,7 +121,7 @@ def create_app(remote: RemoteControls, hub: FrameHub, token: str | None = None,
         return FileResponse(STATIC / ("overlay.html" if request.url.path == "/overlay" else "index.html"))
 
     async def stream(request: Request) -> Response:
-        async def parts() -> Any:
+        async def parts() -> AsyncIterator[bytes]:
             seq = 0
             with hub.watch():
                 while True:

@@ -81,7 +81,7 @@ class Guard:
             return 401, "missing or wrong token: open the URL `ipmcam studio` printed"
         length = headers.get("content-length", "")
         if self.max_body is not None and length.isdigit() and int(length) > self.max_body:
-            return 413, f"the request is over {self.max_body // (1024 * 1024)} MB"
+            return 413, f"the request is over {self.max_body / 1048576:.0f} MB"
         return None
 
     @staticmethod

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from itertools import islice
 from typing import Any
@@ -76,6 +77,7 @@ class RemoteControls:
         self.pipeline = pipeline
         self.hub = hub
         self.info = engine_info(pipeline.engine.name, precision)
+        self.run = uuid.uuid4().hex[:12]  #: tells a page that the studio it talks to was restarted
         self._reference = reference
         self._pending: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -147,4 +149,5 @@ class RemoteControls:
             "faces": self.pipeline.faces,
             "frames": self.hub.frames,
             "viewers": self.hub.viewers,
+            "run": self.run,
         }

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp
 
 from ipmcam.errors import UserError
 
-GRACE_SECONDS = 3.0  #: how long open requests get to finish at shutdown
+GRACE_SECONDS = 3  #: how long open requests get to finish at shutdown
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -43,24 +43,13 @@ class StudioServer:
     def __init__(self, app: ASGIApp, sock: socket.socket) -> None:
         self.sock = sock
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=int(GRACE_SECONDS))
+                                timeout_graceful_shutdown=GRACE_SECONDS)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
                                         daemon=True, name="ipmcam-studio-server")
 
-    @property
-    def url(self) -> str:
-        """http://host:port/ as bound (IPv6 in brackets)."""
-        host, port = self.sock.getsockname()[:2]
-        return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
-
     def start(self) -> None:
         self._thread.start()
-
-    @property
-    def started(self) -> bool:
-        """True once it serves requests."""
-        return self._server.started
 
     def stop(self) -> None:
         """Finish open requests (at most the grace period), then stop serving and close the socket."""

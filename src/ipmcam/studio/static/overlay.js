@@ -1,6 +1,3 @@
 "use strict";
-// Reconnect the stream when the studio restarts, so an OBS source never needs a manual refresh.
-const stream = document.getElementById("stream");
-stream.addEventListener("error", () => {
-  setTimeout(() => { stream.src = "/stream.mjpg?t=" + Date.now(); }, 2000);
-});
+// Output only: the stream, reopened by itself when the studio restarts (an OBS source never needs a refresh).
+keepStreaming(document.getElementById("stream"));

@@ -1,10 +1,10 @@
 "use strict";
-// The studio page: shows /api/state, sends changes to /api/settings, /api/preset/NAME and /api/reference.
+// The studio page: shows /api/state (polled by stream.js), sends changes to /api/settings,
+// /api/preset/NAME and /api/reference.
 // Sliders coalesce: one settings request is in flight at a time, carrying the newest values.
 
 const $ = (id) => document.getElementById(id);
 const REGIONS = ["lips", "eyes", "skin"];
-const POLL_MS = 1000;
 const HELD_MS = 1500; // a control the user just moved is not overwritten by a poll this soon
 
 const touched = new Map(); // control id -> when the user last changed it
@@ -54,20 +54,17 @@ function show(state) {
   for (const button of $("gallery").querySelectorAll("button")) {
     button.setAttribute("aria-pressed", String(state.reference === `preset ${button.dataset.preset}`));
   }
-  document.body.dataset.frames = String(state.frames);
 }
 
-async function poll() {
-  try {
-    show(await api("/api/state"));
-    if ($("status").classList.contains("error") && $("status").dataset.lost) say("");
-    delete $("status").dataset.lost;
-  } catch (error) {
+function showOrSay(state, error) {
+  if (error) {
     say(`studio unreachable: ${error.message}`, true);
     $("status").dataset.lost = "1";
-  } finally {
-    setTimeout(poll, POLL_MS);
+    return;
   }
+  show(state);
+  if ($("status").dataset.lost) say("");
+  delete $("status").dataset.lost;
 }
 
 async function flush() {
@@ -167,13 +164,8 @@ function wire() {
   drop.addEventListener("keydown", (event) => {
     if (event.key === "Enter" || event.key === " ") $("file").click();
   });
-  // The stream ends when the studio stops; try again until it is back.
-  const preview = $("preview");
-  preview.addEventListener("error", () => {
-    setTimeout(() => { preview.src = `/stream.mjpg?t=${Date.now()}`; }, 2000);
-  });
 }
 
 wire();
 buildGallery().catch((error) => say(`no presets: ${error.message}`, true));
-poll();
+keepStreaming($("preview"), showOrSay);
