@@ -25,13 +25,13 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
-import httpx
 import numpy as np
 
 from ipmcam.errors import UserError
@@ -148,8 +148,8 @@ def run_studio(args: argparse.Namespace, clip: Path, watcher: str, paced: bool) 
                                    stderr=subprocess.DEVNULL)
     elif watcher == "client":
         def read() -> None:
-            with httpx.stream("GET", url + "stream.mjpg", timeout=60) as response:
-                for headers, _ in iter_parts(response.iter_bytes()):
+            with urllib.request.urlopen(url + "stream.mjpg", timeout=60) as response:  # noqa: S310 - our loopback
+                for headers, _ in iter_parts(iter(lambda: response.read1(65536), b"")):
                     received[int(headers["X-Frame"])] = time.perf_counter()
 
         client = threading.Thread(target=read, daemon=True, name="ipmcam-bench-client")
