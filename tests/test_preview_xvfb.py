@@ -17,7 +17,7 @@ import shutil
 import struct
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -106,7 +106,17 @@ def _ask(child: subprocess.Popen, mode: str) -> None:
     ready, _, _ = select.select([child.stdout], [], [], 60)
     line = child.stdout.readline().strip() if ready else ""
     assert line == mode, f"preview child did not answer {mode!r}: {child.stderr.read() if child.poll() is not None else ''}"
-    time.sleep(0.3)
+
+
+def _shown(child: subprocess.Popen, display: str, mode: str, painted: Callable[[np.ndarray], bool]) -> np.ndarray:
+    """The screen once the window shows ``mode``: the child repaints until ``painted`` holds (a loaded
+    machine maps and paints a new window late), at most 30 rounds of 25 frames."""
+    for _ in range(30):
+        _ask(child, mode)
+        screen = _grab(display)
+        if painted(screen):
+            break
+    return screen
 
 
 def test_preview_window_shows_the_frame_and_the_help_overlay(display, tmp_path) -> None:
@@ -119,10 +129,9 @@ def test_preview_window_shows_the_frame_and_the_help_overlay(display, tmp_path) 
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(path)], cwd=REPO, env=env, text=True,
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        _ask(child, "plain")
-        plain = _grab(display)
-        _ask(child, "help")
-        helped = _grab(display)
+        plain = _shown(child, display, "plain", lambda screen: _find(screen, frame)[2] > 0.98)
+        expected = controls.draw_help(frame.copy())
+        helped = _shown(child, display, "help", lambda screen: _find(screen, expected)[2] > 0.98)
         child.stdin.write("quit\n")
         child.stdin.flush()
         child.wait(20)
@@ -139,7 +148,6 @@ def test_preview_window_shows_the_frame_and_the_help_overlay(display, tmp_path) 
     shown = plain[y:y + h, x:x + w]
     assert np.abs(shown.astype(int) - frame.astype(int)).mean() < 2.0
 
-    expected = controls.draw_help(frame.copy())
     box = np.any(expected != frame, axis=-1)
     assert box.mean() > 0.05
     window = helped[y:y + h, x:x + w].astype(int)

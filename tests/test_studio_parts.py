@@ -39,23 +39,26 @@ def test_hub_encodes_only_when_asked_and_once_per_frame() -> None:
     for value in range(5):
         hub.write(frame(value))
     assert hub.encoded == 0 and hub.frames == 5
-    first = hub.next_jpeg(0, timeout=1)
-    again = hub.next_jpeg(0, timeout=1)
-    assert first is again and first.seq == 5 and hub.encoded == 1  # a second viewer reuses the bytes
-    assert cv2.imdecode(np.frombuffer(first.data, np.uint8), cv2.IMREAD_COLOR).shape == (48, 64, 3)
-    assert hub.next_jpeg(5, timeout=0.05) is None  # nothing newer
+    assert hub.next_jpeg(0, timeout=1) is None and hub.encoded == 0  # nobody watches: nothing to encode
+    with hub.watch(), hub.watch():
+        first = hub.next_jpeg(0, timeout=1)
+        again = hub.next_jpeg(0, timeout=1)
+        assert first is again and first.seq == 5 and hub.encoded == 1  # a second viewer reuses the bytes
+        assert cv2.imdecode(np.frombuffer(first.data, np.uint8), cv2.IMREAD_COLOR).shape == (48, 64, 3)
+        assert hub.next_jpeg(5, timeout=0.05) is None  # nothing newer
 
 
 def test_hub_wakes_a_waiting_viewer_and_ends_streams_on_close() -> None:
     hub = FrameHub()
     got: list[object] = []
-    waiter = threading.Thread(target=lambda: got.append(hub.next_jpeg(0, timeout=30)))
-    waiter.start()
-    hub.write(frame(9))
-    waiter.join(timeout=30)
-    assert got[0].seq == 1  # type: ignore[attr-defined]
-    hub.close()
-    assert hub.closed and hub.next_jpeg(1, timeout=30) is None
+    with hub.watch():
+        waiter = threading.Thread(target=lambda: got.append(hub.next_jpeg(0, timeout=30)))
+        waiter.start()
+        hub.write(frame(9))
+        waiter.join(timeout=30)
+        assert got[0].seq == 1  # type: ignore[attr-defined]
+        hub.close()
+        assert hub.closed and hub.next_jpeg(1, timeout=30) is None
 
 
 def test_hub_counts_viewers_and_rate() -> None:

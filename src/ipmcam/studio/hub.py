@@ -107,20 +107,25 @@ class FrameHub(Sink):
 
     @contextmanager
     def watch(self) -> Iterator[None]:
-        """Counts a viewer for as long as the block runs."""
+        """Counts a viewer for as long as the block runs.
+
+        Leaving waits for an encoding in progress, so once ``viewers`` reads 0
+        no frame is being encoded and none will be until someone watches again.
+        """
         with self._cond:
             self._viewers += 1
         try:
             yield
         finally:
-            with self._cond:
+            with self._encode_lock, self._cond:
                 self._viewers -= 1
 
     def next_jpeg(self, after: int, timeout: float) -> Jpeg | None:
         """The newest frame published after frame ``after``, as JPEG.
 
-        Waits up to ``timeout`` seconds for one; None when none came or the
-        hub is closed.
+        Waits up to ``timeout`` seconds for one; None when none came, the
+        hub is closed, or every viewer left meanwhile (a disconnected stream's
+        abandoned wait must not encode for nobody). Call it inside ``watch``.
         """
         with self._cond:
             if not self._cond.wait_for(lambda: self._seq > after or self._closed, timeout) or self._seq <= after:
@@ -128,6 +133,8 @@ class FrameHub(Sink):
             frame, seq, published_at = self._frame, self._seq, self._published_at
         assert frame is not None
         with self._encode_lock:
+            if self._viewers == 0:
+                return None
             if self._jpeg is None or self._jpeg.seq < seq:
                 self._jpeg = Jpeg(seq, encode_jpeg(frame, self.quality), published_at)
                 self.encoded += 1
