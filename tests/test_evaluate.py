@@ -11,10 +11,16 @@ import pytest
 
 from ipmcam.errors import EngineError
 from ipmcam.face.masks import LIPS
-from ipmcam.measure import eval_cli, evaluate
+from ipmcam.measure import eval_cli
 from ipmcam.measure.evaluate import resolve_models
 from ipmcam.measure.harness import Recorder, static_pipeline
-from ipmcam.measure.metrics import FlickerMeter, outside_face, psnr, region_delta_e, temporal_flicker
+from ipmcam.measure.metrics import (
+    FlickerMeter,
+    outside_face,
+    psnr,
+    region_delta_e,
+    temporal_flicker,
+)
 
 # --------------------------------------------------------------------------- colour distance
 

@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 
 from ipmcam.errors import SourceError
-from ipmcam.realtime.sources import (CameraSource, ImageSource, PlaybackSource, VideoFileSource, open_live_source,
-                                     open_source, plausible_fps)
+from ipmcam.realtime.sources import (
+    CameraSource,
+    ImageSource,
+    PlaybackSource,
+    VideoFileSource,
+    open_live_source,
+    open_source,
+    plausible_fps,
+)
 
 
 class FakeCapture:

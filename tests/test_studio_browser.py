@@ -44,6 +44,16 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Studio]:
         yield running
 
 
+def until(page: Any, expression: str) -> None:
+    """Wait until a JavaScript expression holds in the page.
+
+    Asked through ``page.evaluate`` (DevTools, which the page's CSP allows):
+    ``wait_for_function`` polls with ``eval`` inside the page, which the
+    studio's ``script-src 'self'`` rightly refuses whenever the first check fails.
+    """
+    wait_for(lambda: page.evaluate(expression), what=expression)
+
+
 @pytest.fixture()
 def page(studio: Studio) -> Iterator[Any]:
     with sync_api.sync_playwright() as playwright:
@@ -81,8 +91,8 @@ def test_page_steers_the_filter(page: Any, studio: Studio) -> None:
     base = f"http://127.0.0.1:{studio.port}"
     state = lambda: httpx.get(f"{base}/api/state", timeout=30).json()  # noqa: E731
     page.goto(base + "/", wait_until="domcontentloaded")
-    page.wait_for_function("document.getElementById('preview').naturalWidth > 0", timeout=60_000)
-    page.wait_for_function("document.querySelectorAll('#gallery button').length >= 7", timeout=60_000)
+    until(page, "document.getElementById('preview').naturalWidth > 0")
+    until(page, "document.querySelectorAll('#gallery button').length >= 7")
     sync_api.expect(page.locator("#reference")).to_have_text("preset bold-red-lip", timeout=30_000)
     sync_api.expect(page.locator("[data-stat=engine]")).to_have_text("classic", timeout=30_000)
     made_up = settled(page)
@@ -133,7 +143,7 @@ def test_overlay_is_output_only_and_outlives_a_restart(page: Any, tmp_path: Path
     with running_studio(clip, "--preset", "evening") as first:
         port = first.port
         page.goto(f"http://127.0.0.1:{port}/overlay", wait_until="domcontentloaded")
-        page.wait_for_function("document.getElementById('stream').naturalWidth > 0", timeout=60_000)
+        until(page, "document.getElementById('stream').naturalWidth > 0")
         box = page.locator("#stream").bounding_box()
         assert (box["x"], box["y"], box["width"], box["height"]) == (0, 0, 1280, 860)  # full bleed
         assert page.locator("input, button, a").count() == 0

@@ -8,11 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from ipmcam.ipmnet.dataset import FaceSet
 from ipmcam.ipmnet.config import get_config
+from ipmcam.ipmnet.dataset import FaceSet
 from ipmcam.ipmnet.networks import build_generator
-from ipmcam.ipmnet.train import (ExampleMaker, TrainSettings, generator_losses, make_batch, train,
-                                 training_size)
+from ipmcam.ipmnet.train import (
+    ExampleMaker,
+    TrainSettings,
+    generator_losses,
+    make_batch,
+    train,
+    training_size,
+)
 from ipmcam.ipmnet.weights import save_train_state
 
 
@@ -105,7 +111,7 @@ def test_tiny_run_learns_and_resumes_exactly(tiny_faces, tmp_path) -> None:
 
 def test_fine_tune_starts_a_new_schedule_from_given_weights(tiny_faces, tmp_path) -> None:
     """--init-from: the generator of a checkpoint, a fresh optimiser, steps counted from 0 (with warmup)."""
-    faces, cache = tiny_faces
+    _, cache = tiny_faces
     torch.set_num_threads(1)
     base = TrainSettings(steps=2, batch=2, size=64, sample_every=100, checkpoint_every=2, seed=1)
     start = train(base, tmp_path / "unused", tmp_path / "base", cache)

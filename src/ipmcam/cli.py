@@ -16,8 +16,8 @@ from typing import NoReturn
 from ipmcam.calibration import cli as calibration_cli
 from ipmcam.errors import EngineError, UserError
 from ipmcam.measure import bench_cli, eval_cli, soak
-from ipmcam.realtime import cli as live_cli
 from ipmcam.realtime import cameras, config, native_logs, presets
+from ipmcam.realtime import cli as live_cli
 from ipmcam.studio import bench as studio_bench
 from ipmcam.studio import cli as studio_cli
 

@@ -14,7 +14,17 @@ import cv2
 import numpy as np
 
 from ipmcam.face.regions import (  # noqa: F401 - the region names are part of this module's interface
-    BROW_A, BROW_B, EYE_A, EYE_B, EYE_SHADOW, FACE_OVAL, LIPS, LIPS_INNER, LIPS_OUTER, MASK_CHANNELS, SKIN,
+    BROW_A,
+    BROW_B,
+    EYE_A,
+    EYE_B,
+    EYE_SHADOW,
+    FACE_OVAL,
+    LIPS,
+    LIPS_INNER,
+    LIPS_OUTER,
+    MASK_CHANNELS,
+    SKIN,
 )
 
 

@@ -31,7 +31,17 @@ import cv2
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ipmcam.face.masks import BROW_A, BROW_B, EYE_A, EYE_B, EYE_SHADOW, LIPS, SKIN, region_masks, union
+from ipmcam.face.masks import (
+    BROW_A,
+    BROW_B,
+    EYE_A,
+    EYE_B,
+    EYE_SHADOW,
+    LIPS,
+    SKIN,
+    region_masks,
+    union,
+)
 from ipmcam.ipmnet.color import to_bgr, to_lab, weighted_mean
 
 Lab = tuple[float, float, float]

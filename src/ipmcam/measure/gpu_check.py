@@ -43,10 +43,16 @@ from ipmcam.engines.fallback import first_line
 from ipmcam.engines.loader import backend_unavailable, default_model_dir, load
 from ipmcam.errors import EngineError
 from ipmcam.ipmnet.weights import GENERATOR_FILES, Manifest, read_manifest
-from ipmcam.measure.bench_report import SCHEMA_ID, STAGE_LABELS, generator_table, jsonable, pipeline_tables, \
-    write_json
-from ipmcam.measure.gpu_reference import REFERENCE_FILE, TOLERANCES, compare, load_reference, make_reference, \
-    save_reference, stale
+from ipmcam.measure.bench_report import SCHEMA_ID, STAGE_LABELS, generator_table, jsonable, pipeline_tables, write_json
+from ipmcam.measure.gpu_reference import (
+    REFERENCE_FILE,
+    TOLERANCES,
+    compare,
+    load_reference,
+    make_reference,
+    save_reference,
+    stale,
+)
 from ipmcam.resources import DEMO_CLIP, DEMO_REFERENCE
 
 try:  # the timings use ipmcam bench's runner, which needs opencv; a bare GPU machine may lack it
