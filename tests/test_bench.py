@@ -2,14 +2,20 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from ipmcam.cli import main
+from ipmcam.engines.base import Engine
+from ipmcam.errors import EngineError
+from ipmcam.measure import bench as bench_module
 from ipmcam.measure.bench import (
     BenchSettings,
     Report,
@@ -94,6 +100,83 @@ def test_generator_only_on_real_crops(lite_model, tmp_path) -> None:
         assert per_call["p50"] > 0 and per_face["p50"] == pytest.approx(per_call["p50"] / row["batch"], rel=1e-3)
         assert row["faces_per_second"] > 0 and row["style_ms"] > 0
     assert plot.read_bytes()[:8] == PNG_MAGIC
+
+
+class RecordingEngine(Engine):
+    """Stands in for a loaded model and notes which model each ``run`` went to: the order is what is tested."""
+
+    name = "ipmnet/recording"
+
+    def __init__(self, model: str, calls: list[str], pause_s: float) -> None:
+        self.model, self.calls, self.pause_s = model, calls, pause_s
+
+    def encode_style(self, crop: np.ndarray, masks: np.ndarray) -> Any:
+        return None
+
+    def run(self, crops: np.ndarray, masks: np.ndarray, style: Any, intensity: float = 1.0) -> np.ndarray:
+        self.calls.append(self.model)
+        time.sleep(self.pause_s)  # durations of a millisecond or more: the JSON's rounding stays negligible
+        return np.zeros(crops.shape, np.float32)
+
+
+def test_generator_beside_a_baseline_alternates_calls_and_gives_ratios(lite_model, tmp_path, monkeypatch,
+                                                                       capsys) -> None:
+    """Both models per precision and batch, calls A, B, A, B; a baseline without fp16 skips that pair."""
+    old = tmp_path / "old_model"
+    shutil.copytree(lite_model, old)
+    calls: list[str] = []
+
+    def fake_load(model_dir: Path | None = None, backend: str = "auto", precision: str = "fp32",
+                  config: str = "lite") -> Engine:
+        model = "baseline" if Path(model_dir) == old else "main"
+        if model == "baseline" and precision == "fp16":
+            raise EngineError(f"no generator.fp16.onnx in {old}")
+        return RecordingEngine(model, calls, 0.002 if model == "main" else 0.001)
+
+    monkeypatch.setattr(bench_module, "load", fake_load)
+    out = tmp_path / "vs.json"
+    code = main(["bench", "--generator-only", "--engine", "ipmnet", "--model-dir", str(lite_model),
+                 "--baseline-model-dir", str(old), "--backend", "onnxruntime", "--precision", "fp32,int8,fp16",
+                 "--batch", "1,2", "--calls", "3", "--warmup", "1", "--json", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    validate(report)
+    assert report["settings"]["baseline_model_dir"] == str(old)
+    rows = report["generator"]
+    assert [(r["model"], r["precision"], r["batch"], r["calls"]) for r in rows] == [
+        (model, precision, batch, 3) for precision in ("fp32", "int8") for batch in (1, 2)
+        for model in ("main", "baseline")]
+    assert {r["model_dir"] for r in rows if r["model"] == "main"} == {str(lite_model)}
+    assert {r["model_dir"] for r in rows if r["model"] == "baseline"} == {str(old)}
+    # 2 precisions x 2 batch sizes x (1 warm-up + 3 measured rounds), each round main then baseline
+    assert calls == ["main", "baseline"] * 16
+    skip, = report["skipped"]
+    assert skip["precision"] == "fp16" and "baseline model" in skip["reason"]
+
+    by_key = {(r["model"], r["precision"], r["batch"]): r for r in rows}
+    ratios = report["generator_ratios"]
+    assert [(r["precision"], r["batch"]) for r in ratios] == [("fp32", 1), ("fp32", 2), ("int8", 1), ("int8", 2)]
+    for ratio in ratios:
+        main_row = by_key["main", ratio["precision"], ratio["batch"]]
+        base_row = by_key["baseline", ratio["precision"], ratio["batch"]]
+        for stat in ("p50", "mean"):
+            expected = main_row["ms_per_face"][stat] / base_row["ms_per_face"][stat]
+            assert ratio[stat] == pytest.approx(expected, rel=2e-3), stat
+        assert (ratio["model_dir"], ratio["baseline_model_dir"]) == (str(lite_model), str(old))
+    printed = capsys.readouterr().out
+    assert "main model / baseline model" in printed and "ipmnet/recording fp32 baseline" in printed
+
+
+def test_baseline_model_dir_is_refused_outside_generator_mode(tmp_path, capsys) -> None:
+    code = main(["bench", "--engine", "classic", "--baseline-model-dir", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ipmcam: error:") and "--generator-only" in err[0]
+
+    code = main(["bench", "--generator-only", "--baseline-model-dir", str(tmp_path / "nowhere")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ipmcam: error:") and "no model at" in err[0]
 
 
 def test_synthetic_camera_async_and_skips(lite_model, tmp_path) -> None:

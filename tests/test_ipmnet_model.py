@@ -10,7 +10,7 @@ from ipmcam.errors import EngineError  # noqa: E402
 from ipmcam.face.masks import EYE_SHADOW, LIPS, SKIN  # noqa: E402
 from ipmcam.ipmnet.config import CONFIGS, IPMNetConfig, get_config  # noqa: E402
 from ipmcam.ipmnet.networks import AdaIN, MultiScaleDiscriminator, build_generator, count_parameters  # noqa: E402
-from ipmcam.ipmnet.preprocess import Preprocess, union_mask  # noqa: E402
+from ipmcam.ipmnet.preprocess import Preprocess, region_gate, union_mask  # noqa: E402
 from ipmcam.ipmnet.weights import load_weights, save_weights  # noqa: E402
 
 
@@ -100,6 +100,54 @@ def test_preprocess_can_keep_the_skin_tone(aligned_faces) -> None:
     assert torch.allclose(r[:, 0][lips], r[:, 2][lips]) and not torch.allclose(x[:, 0][lips], x[:, 2][lips])
 
 
+def test_tint_base_gives_each_greyed_region_the_style_colour_and_keeps_its_relief(lite, aligned_faces) -> None:
+    """lite's base: lips and lids take the style's colour for them on average, every pixel keeps its own
+    luminance relief, and the skin is left as it is."""
+    cfg = lite.cfg
+    assert cfg.tint_base
+    x, m = to_tensors(aligned_faces[:2])
+    m = (m > 0.5).float()  # hard masks: each region's mean is exact
+    with torch.no_grad():
+        own = lite.encode_style(x, m)
+        style = own.clone()
+        style[:, cfg.learned_style_dim:] = torch.rand(2, cfg.hint_dim, generator=torch.Generator().manual_seed(3)) - 0.5
+        r = lite.preprocess(x, m, lite.tint_image(style, own, m))
+    colours = style[:, cfg.learned_style_dim:].view(2, 3, 3)
+    for region in (LIPS, EYE_SHADOW):
+        weight = m[:, region:region + 1]
+        mean = (r * weight).sum(dim=(2, 3)) / weight.sum(dim=(2, 3))
+        torch.testing.assert_close(mean, colours[:, region], atol=2e-3, rtol=0)
+        for i in range(2):
+            inside = weight[i, 0] == 1
+            for a, b in ((0, 1), (1, 2)):  # channels differ by a constant: the relief is the luminance's
+                assert (r[i, a] - r[i, b])[inside].std() < 1e-4
+            assert (x[i, 0] - x[i, 2])[inside].std() > 1e-2
+    skin_only = ((m[:, SKIN] == 1) & (m[:, LIPS] == 0) & (m[:, EYE_SHADOW] == 0)).unsqueeze(1).expand_as(x)
+    assert torch.equal(r[skin_only], x[skin_only])
+    with pytest.raises(ValueError, match="needs colour_hint"):
+        IPMNetConfig(tint_base=True)
+
+
+def test_sharp_gate_paints_the_inner_half_of_the_ramp_in_full(aligned_faces) -> None:
+    """With ``sharp`` a pixel whose mask is 0.5 or more is all base (all the generator's), the outer half of
+    the ramp blends, and where the masks are 0 the input stays bit for bit."""
+    x, m = to_tensors(aligned_faces[:2])
+    gate = region_gate(m, sharp=True)
+    u = union_mask(m)
+    assert torch.equal(region_gate(m, sharp=False), u)
+    assert torch.equal(gate[u >= 0.5], torch.ones_like(gate[u >= 0.5]))
+    ramp = (u > 0) & (u < 0.5)
+    assert ramp.any() and torch.equal(gate[ramp], 2 * u[ramp])
+    soft, sharp = Preprocess(sharp=False), Preprocess(sharp=True)
+    r_soft, r_sharp = soft(x, m), sharp(x, m)
+    grey, texture = sharp.grey_and_texture(sharp.luminance(x))
+    core = (u >= 0.5).expand_as(x)
+    torch.testing.assert_close(r_sharp[core], (grey + texture).expand_as(x)[core])
+    assert (r_soft[core] - r_sharp[core]).abs().max() > 0.05  # the soft gate leaves some of x there
+    outside = (u == 0).expand_as(x)
+    assert torch.equal(r_sharp[outside], x[outside])
+
+
 def test_lite_is_dense_convolutions_at_a_quarter_resolution(lite) -> None:
     """Pixel (un)shuffle: every learned convolution of the per-frame path is dense (int8-friendly) and runs
     at S/4 or below, and the decoder sees the input's own style beside the mixed one."""
@@ -151,7 +199,7 @@ def test_style_code_ends_with_region_colours_and_the_hint_paints_them(lite, alig
     colours = style[0, cfg.learned_style_dim:].view(3, 3)
     for region in (LIPS, EYE_SHADOW, SKIN):
         inside = masks[region] > 0.5
-        weight = m[0, region]
+        weight = m[0, region] ** 4  # sharp_regions: measured where the mask is near 1, not on the feather
         expected = (x[0] * weight).sum(dim=(1, 2)) / weight.sum()
         torch.testing.assert_close(colours[region], expected, atol=1e-3, rtol=0)
         # where only this region's mask is 1, the hint is exactly that region's colour

@@ -35,8 +35,21 @@ def test_regions_lie_where_they_should(crop_landmarks: np.ndarray) -> None:
     assert _at(m[masks.LIPS], lower_lip) > 0.6
     cheek = lm[50]  # a cheek point of the mesh
     assert _at(m[masks.SKIN], cheek) > 0.9
-    lid = (lm[159] + lm[105]) / 2  # between upper lid and brow
+    lid = lm[159] + (lm[105] - lm[159]) * 0.15  # just above the upper lash line
     assert _at(m[masks.EYE_SHADOW], lid) > 0.5
+
+
+def test_eye_shadow_is_the_upper_lid_only(crop_landmarks: np.ndarray) -> None:
+    """Below the eye is under-eye skin, never eye shadow: colour there reads as a ring round the eye. On the
+    lid the region is densest at the lash line and thins out to nothing at the crease."""
+    m = masks.region_masks(crop_landmarks, 256)
+    lm = crop_landmarks
+    for upper, lower, brow in ((159, 145, 105), (386, 374, 334)):  # each eye's lid centres and its brow
+        under_eye = lm[lower] + (lm[lower] - lm[upper]) * 1.2
+        assert _at(m[masks.EYE_SHADOW], under_eye) < 0.02
+        assert _at(m[masks.SKIN], under_eye) > 0.9
+        lid = [_at(m[masks.EYE_SHADOW], lm[upper] + (lm[brow] - lm[upper]) * share) for share in (0.15, 0.35, 0.6)]
+        assert lid[0] > 0.7 and lid[1] < 0.5 * lid[0] and lid[2] < 0.02  # dense at the lashes, gone by the crease
 
 
 def test_eyes_mouth_and_brows_belong_to_no_region(crop_landmarks: np.ndarray) -> None:
@@ -60,3 +73,14 @@ def test_scale_invariance(crop_landmarks: np.ndarray) -> None:
     big = masks.region_masks(crop_landmarks, 256)
     big_down = np.stack([cv2.resize(c, (128, 128), interpolation=cv2.INTER_AREA) for c in big])
     assert np.abs(small - big_down).mean() < 0.02
+
+
+def test_sharp_weight_covers_the_inner_half_of_the_ramp(crop_landmarks: np.ndarray) -> None:
+    """Makeup covers a region fully where its feathered mask is 0.5 or more; the outer half blends."""
+    m = masks.region_masks(crop_landmarks, 256)[masks.LIPS]
+    weight = masks.sharp_weight(m)
+    assert weight.dtype == np.float32
+    assert np.array_equal(weight[m >= 0.5], np.ones_like(weight[m >= 0.5]))
+    ramp = (m > 0) & (m < 0.5)
+    assert ramp.any() and np.allclose(weight[ramp], 2 * m[ramp])
+    assert not weight[m == 0].any()

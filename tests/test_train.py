@@ -126,3 +126,28 @@ def test_fine_tune_starts_a_new_schedule_from_given_weights(tiny_faces, tmp_path
     for name, value in tuned.state_dict().items():  # a few small steps away from the given weights
         if value.dtype.is_floating_point and value.numel() > 100:
             assert (value - started[name]).abs().max() < (value - fresh.state_dict()[name]).abs().max()
+
+
+def test_reset_output_starts_the_fine_tune_at_the_preprocessed_image(tiny_faces, tmp_path) -> None:
+    """--reset-output: the given generator with its last convolution zeroed, so the output is the
+    preprocessed image (the tinted base) until the residual is learned anew."""
+    faces, cache = tiny_faces
+    torch.set_num_threads(1)
+    base = TrainSettings(steps=1, batch=2, size=64, sample_every=100, checkpoint_every=1, seed=1)
+    start = train(base, tmp_path / "unused", tmp_path / "base", cache)
+    reset = TrainSettings(steps=2, batch=2, size=64, sample_every=100, checkpoint_every=1, reset_output=True)
+    tuned = train(reset, tmp_path / "unused", tmp_path / "tuned", cache,
+                  init_from=tmp_path / "base" / "checkpoint.pt", stop_at=0).eval()
+    for name, value in tuned.state_dict().items():
+        if name.startswith("dec.up.1."):  # the last convolution
+            assert not value.any()
+        else:
+            torch.testing.assert_close(value, start.state_dict()[name], rtol=0, atol=0)
+    x = torch.from_numpy(faces.crops[:2].transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0)
+    m = torch.from_numpy(faces.float_masks(np.arange(2)))
+    with torch.no_grad():
+        own = tuned.encode_style(x, m)
+        ref = own.flip(0)
+        out = tuned(x, m, ref, torch.ones(2))
+        r = tuned.preprocess(x, m, tuned.tint_image(ref, own, m))
+    assert torch.equal(out, r.clamp(-1.0, 1.0))

@@ -34,6 +34,7 @@ _CHEEK_RADIUS = 0.085  # of the side: a third of the canonical eye distance
 _SKIN_AXES = np.array([0.5, 1.0, 1.0], np.float32)
 _LID_BANDS = 4  # lids are measured in horizontal bands, from the brow bone to the lower lash line
 _STATS_STRIDE = 2  # region means are taken on every other pixel: a quarter of the work, same colours
+_LID_EDGE = 0.02  # lid weight below which a skin pixel of the lid rows counts as "beside the eyes"
 
 
 @dataclass(frozen=True)
@@ -128,8 +129,11 @@ def _measure(lab: np.ndarray, r: _Regions) -> ClassicStyle:
     # Skin beside the eyes (skin in the lid rows), on the cheeks, well away from them, and overall.
     skin, cheeks = r.skin[::k, ::k], r.cheeks[::k, ::k]
     areas = np.stack([skin, cheeks, skin * (cheeks < 0.05 * skin), skin])
-    areas[0, : -(-r.lid_rows.start // k)] = 0  # only skin in the lid rows is "beside the eyes"
-    areas[0, -(-r.lid_rows.stop // k):] = 0
+    first, last = -(-r.lid_rows.start // k), -(-r.lid_rows.stop // k)
+    areas[0, :first] = 0  # only skin in the lid rows is "beside the eyes"
+    areas[0, last:] = 0
+    # and not the skin the lid region fades into towards the crease, where eye shadow thins out
+    areas[0, first:last] *= r.lids[np.arange(first, last) * k - r.lid_rows.start][:, ::k] < _LID_EDGE
     areas = areas.reshape(4, -1)
     beside, cheek, away, skin_mean = (areas @ lab[::k, ::k].reshape(-1, 3)) / np.maximum(areas.sum(1), 1e-6)[:, None]
     # A band with (almost) no lid pixels has no colour to speak of: no offset.

@@ -27,20 +27,92 @@ from ipmcam.face.regions import (  # noqa: F401 - the region names are part of t
     SKIN,
 )
 
+#: the top of each upper lash line (face-mesh indices), where the lid starts
+UPPER_LID_TOP_A, UPPER_LID_TOP_B = 159, 386
+
+#: eye-shadow geometry: the crease, where a full-extent shadow has faded out, as a fraction of the way from
+#: the top of the upper lash line to the brow; and how far below the eye centre the colour may wrap round
+#: the corners, in units of the eye-centre-to-brow distance
+CREASE = 0.5
+CORNER_WRAP = 0.12
+#: how gradually the eye-shadow region itself thins out from the lash line to the crease (``lid_profile``)
+LID_FADE = 0.4
+
 
 def _fill(canvas: np.ndarray, pts: np.ndarray, value: float = 1.0) -> None:
     cv2.fillPoly(canvas, [np.round(pts * 16).astype(np.int32)], value, lineType=cv2.LINE_AA, shift=4)
 
 
 def _eye_shadow_polygon(lm: np.ndarray, eye: list[int], brow: list[int]) -> np.ndarray:
-    """Eye contour scaled up about its centre, raised towards the brow: the lid and crease area."""
+    """The upper lid up to the crease: the eye contour's upper half raised towards the brow (the outline that
+    ``lid_profile`` shades).
+
+    Eye shadow is worn on the lid. The lower contour stays on the lash line
+    (only the corners reach out a little), so the under-eye is outside the
+    region: colour round the whole eye reads as a bruise or a glow, and a
+    region that averages lid and under-eye hands the network a diluted lid
+    colour.
+    """
     eye_pts = lm[eye]
     centre = eye_pts.mean(axis=0)
     brow_centre = lm[brow].mean(axis=0)
     up = brow_centre - centre
-    grown = centre + (eye_pts - centre) * np.array([1.6, 2.5])
     lift = np.clip((centre[1] - eye_pts[:, 1]) / (np.ptp(eye_pts[:, 1]) + 1e-6), 0, 1)
+    vertical = np.where(eye_pts[:, 1] < centre[1], 2.5, 1.0)
+    grown = centre + (eye_pts - centre) * np.stack([np.full(len(eye_pts), 1.6), vertical], axis=1)
     return grown + 0.45 * up * lift[:, None]
+
+
+def smoothstep(x: np.ndarray) -> np.ndarray:
+    """3x^2 - 2x^3 on x clipped to [0, 1]: a ramp with flat ends, so fades have no visible edge."""
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def lid_profile(size: int, landmarks: np.ndarray, fade: float = 0.8, extent: float = 1.0) -> np.ndarray:
+    """Eye-shadow density (S, S) for crop landmarks (478, 2): 1 on the upper lid at the lash line, thinning
+    to nothing at the crease.
+
+    ``t`` is the height above the eye centre in units of the eye-to-brow
+    distance. Above the top of the upper lash line, the lid is measured as
+    the share ``s`` of the way from there to the brow, so an eye opened wide
+    or a low brow keep a lid as dense as any other; the crease sits at
+    ``CREASE`` (``extent`` 1; less reaches less far) and ``fade`` is how
+    gradually the colour thins out on the way (0: even up to its top). Below
+    the eye centre the colour only wraps a little round the corners
+    (``CORNER_WRAP``): the under-eye is not the lid, and a ring of colour
+    round the whole eye reads as a bruise or a glow.
+    """
+    lm = np.asarray(landmarks, np.float64)[:, :2]
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    heights, lash_tops, dists = [], [], []
+    for eye, brow, lash_top in ((EYE_A, BROW_A, UPPER_LID_TOP_A), (EYE_B, BROW_B, UPPER_LID_TOP_B)):
+        centre = lm[eye].mean(axis=0)
+        up = (lm[brow].mean(axis=0) - centre).astype(np.float32)
+        dx, dy = xx - np.float32(centre[0]), yy - np.float32(centre[1])
+        heights.append((dx * up[0] + dy * up[1]) / float(up @ up))
+        lash_tops.append(float(np.clip((lm[lash_top] - centre) @ up / float(up @ up), 0.0, 0.8)))
+        dists.append(dx * dx + dy * dy)
+    nearer_a = dists[0] < dists[1]
+    t = np.where(nearer_a, heights[0], heights[1])
+    lash = np.where(nearer_a, lash_tops[0], lash_tops[1])
+    s = np.maximum(t - lash, 0.0) / (1.0 - lash)
+    top = CREASE * (0.6 + 0.4 * extent)
+    rising = smoothstep((top - s) / (max(fade, 0.1) * top))
+    below = smoothstep(1.0 + t / CORNER_WRAP)
+    return np.where(t >= 0, rising, below).astype(np.float32)
+
+
+def sharp_weight(mask: np.ndarray) -> np.ndarray:
+    """How much of a pixel a makeup region's colour covers: twice its feathered mask, clipped to 1.
+
+    The inner half of the feather's ramp is covered in full and the outer half
+    blends, as lipstick does up to the lip line; a mask used as the weight
+    itself leaves thin lips and lids half their own colour. The generator's
+    gate is the same (``ipmnet.preprocess.region_gate``), and so are the
+    teachers it learns from (renderer, pseudo-targets).
+    """
+    return np.minimum(2.0 * np.asarray(mask, np.float32), 1.0)
 
 
 def region_masks(landmarks: np.ndarray, size: int, feather: float | None = None) -> np.ndarray:
@@ -66,6 +138,9 @@ def region_masks(landmarks: np.ndarray, size: int, feather: float | None = None)
     shadow = np.zeros_like(keep_out)
     _fill(shadow, _eye_shadow_polygon(lm, EYE_A, BROW_A))
     _fill(shadow, _eye_shadow_polygon(lm, EYE_B, BROW_B))
+    # Eye shadow is densest at the lash line and gone by the crease, and so is its region: the region's
+    # mean colour is then the lid's, not the brow bone's, and what is painted there fades out by itself.
+    shadow *= lid_profile(size, lm, LID_FADE)
     skin = np.zeros_like(keep_out)
     _fill(skin, lm[FACE_OVAL])
 

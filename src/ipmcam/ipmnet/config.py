@@ -56,6 +56,14 @@ class IPMNetConfig:
     #: the style code ends with each region's mean colour, and the identity encoder also reads a colour
     #: hint image: every region painted with the style's colour for it (see ``networks.Generator``)
     colour_hint: bool = False
+    #: the greyed regions' base takes the style's region colour (needs ``colour_hint``): each greyed pixel
+    #: keeps its own luminance relief, shifted so the region's mean is the style's colour; the network's
+    #: residual then adds what a mean cannot (shading, gloss, the lid's gradient); see ``Generator.tint_image``
+    tint_base: bool = False
+    #: the inner half of each region's feathered mask (weight >= 0.5) is fully the generator's, the feather
+    #: being the ramp of its outer half, and the style's region colours are measured where the masks are
+    #: near 1 (weights m**4); see ``preprocess.region_gate``
+    sharp_regions: bool = False
     crop_size: int = 256
     n_masks: int = 3
     #: IPM-Net preprocessing: Gaussian high-pass that keeps the skin texture inside the greyed regions
@@ -68,6 +76,8 @@ class IPMNetConfig:
             raise ValueError(f"unknown resample {self.resample!r}; choose strided or shuffle")
         if self.resample == "shuffle" and self.separable:
             raise ValueError("resample='shuffle' uses dense convolutions; separable must be False")
+        if self.tint_base and not self.colour_hint:
+            raise ValueError("tint_base takes the colours of the style code: it needs colour_hint")
         if self.learned_style_dim < 1:
             raise ValueError(f"style_dim {self.style_dim} leaves no room for a learned code beside the colour hint")
 
@@ -107,7 +117,8 @@ CONFIGS: dict[str, IPMNetConfig] = {
     # ones at 64x64; no norm in the identity encoder; the skin keeps its own
     # tone; the decoder also sees the input's style, its AdaIN acts per
     # region (lips, lids, skin), and the style's region colours reach the
-    # identity encoder as a hint image. ~1.1 M parameters.
+    # identity encoder as a hint image and as the colour of the greyed
+    # regions' base. ~1.1 M parameters.
     "lite": IPMNetConfig(
         dim=16,
         style_dim=64,
@@ -123,6 +134,8 @@ CONFIGS: dict[str, IPMNetConfig] = {
         self_style=True,
         region_style=True,
         colour_hint=True,
+        tint_base=True,
+        sharp_regions=True,
     ),
 }
 

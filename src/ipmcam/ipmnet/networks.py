@@ -31,7 +31,7 @@ from torch import nn
 
 from ipmcam.face.regions import EYE_SHADOW, LIPS
 from ipmcam.ipmnet.config import IPMNetConfig
-from ipmcam.ipmnet.preprocess import Preprocess, union_mask
+from ipmcam.ipmnet.preprocess import Preprocess, region_gate, union_mask
 
 
 def spatial_conv(c_in: int, c_out: int, kernel: int, stride: int, separable: bool) -> nn.Module:
@@ -195,6 +195,9 @@ class StyleEncoder(nn.Module):
         self.scale = 2**cfg.style_downsample
         self.head = nn.Linear(ch * cfg.n_masks, cfg.learned_style_dim)
         self.colour_hint = cfg.colour_hint
+        #: region colours weighted by the masks to this power: 1, or (``sharp_regions``) 4, which measures
+        #: them where the masks are near 1, not on the feather where lips and lids blend into skin
+        self.colour_power = 4 if cfg.sharp_regions else 1
 
     @staticmethod
     def region_means(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -208,7 +211,8 @@ class StyleEncoder(nn.Module):
         code = self.head(self.region_means(feats, small).flatten(1))
         if not self.colour_hint:
             return code
-        return torch.cat([code, self.region_means(x, masks).flatten(1)], dim=1)
+        weights = masks if self.colour_power == 1 else masks.pow(self.colour_power)
+        return torch.cat([code, self.region_means(x, weights).flatten(1)], dim=1)
 
 
 class MLP(nn.Module):
@@ -285,7 +289,7 @@ class Generator(nn.Module):
     ``forward(x, masks, ref_style, alpha)``:
       s_self = ES(x, masks)
       s = alpha * ref_style + (1 - alpha) * s_self    (paper: S = a S_ref + (1 - a) S_self)
-      r = preprocess(x, masks)
+      r = preprocess(x, masks)                       preprocess(x, masks, tint(s, s_self)) with ``tint_base``
       out = clamp(r + u * G(EI(r), s), -1, 1)       G(EI(r), [s, s_self]) with ``self_style``,
                                                     EI(r, hint(s)) with ``colour_hint``
 
@@ -301,7 +305,7 @@ class Generator(nn.Module):
         super().__init__()
         self.cfg = cfg
         grey = None if cfg.grey_skin else (LIPS, EYE_SHADOW)
-        self.preprocess = Preprocess(cfg.texture_sigma, cfg.texture_kernel, cfg.texture_gain, grey)
+        self.preprocess = Preprocess(cfg.texture_sigma, cfg.texture_kernel, cfg.texture_gain, grey, cfg.sharp_regions)
         self.enc_id = IdentityEncoder(cfg)
         self.enc_style = StyleEncoder(cfg)
         self.dec = Decoder(cfg)
@@ -357,13 +361,37 @@ class Generator(nn.Module):
         a = alpha.reshape(-1, 1).to(ref_style.dtype)
         return a * ref_style + (1.0 - a) * own_style
 
+    def tint_image(self, style: torch.Tensor, own: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """The colour base's shift (N, 3, S, S): in each greyed region, the style's colour for it minus the
+        luminance of the input's own colour there, painted by the masks (zero outside them).
+
+        Added to the greyed luminance, it gives each greyed region the style's
+        mean colour while every pixel keeps its own relief, as a colour
+        transfer by moments would. The paper's flat grey base leaves the
+        residual to carry the whole colour; a small network trained briefly
+        brought the lips only part of the way (lips ΔE2000 6.3 to the
+        reference on held-out webcam frames, ``docs/eval.md``). With the
+        colour in the base, the residual's job is what a mean cannot do: the
+        reference's shading, gloss and gradient.
+        """
+        regions = self.preprocess.grey_channels or list(range(self.cfg.n_masks))
+        start = self.cfg.learned_style_dim
+        colours = style[:, start:].reshape(-1, self.cfg.n_masks, 3)[:, regions]
+        own_colours = own[:, start:].reshape(-1, self.cfg.n_masks, 3)[:, regions]
+        own_luma = (own_colours * self.preprocess.luma.view(1, 1, 3)).sum(dim=2, keepdim=True)
+        layout = masks[:, regions]
+        # The full shift wherever a region reaches (the greyed regions do not overlap): the preprocessing
+        # already fades the base in by the masks, and a second fade left a feathered lip half its colour.
+        return paint_regions(colours - own_luma, layout) / (layout.sum(dim=1, keepdim=True) + 1e-3)
+
     def forward(
         self, x: torch.Tensor, masks: torch.Tensor, ref_style: torch.Tensor, alpha: torch.Tensor
     ) -> torch.Tensor:
-        u = union_mask(masks)
-        r = self.preprocess(x, masks)
+        u = region_gate(masks, self.cfg.sharp_regions)
         own = self.encode_style(x, masks)
         s = self._mix(ref_style, own, alpha)
+        tint = self.tint_image(s, own, masks) if self.cfg.tint_base else None
+        r = self.preprocess(x, masks, tint)
         hint = self.colour_hint_image(s, masks) if self.cfg.colour_hint else None
         if self.cfg.self_style:
             s = torch.cat([s, own], dim=1)

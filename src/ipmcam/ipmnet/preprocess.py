@@ -21,6 +21,10 @@ rebuild the relief of a face, and the lighting of the scene survives.
 Luminance rather than per-channel filtering keeps a lipstick's colour edges
 out of the texture.
 
+With ``tint_base`` (lite) a tint image is added to the greyed base, so the
+regions start from the style's colour rather than from grey (see
+``Generator.tint_image``); it is zero outside the greyed regions.
+
 Invariant, relied on by the background rule: wherever ``u == 0`` the product
 ``u * (b + t)`` is zero and ``x * (1 - 0) == x``, so ``r == x`` bit for bit
 in fp32.
@@ -42,6 +46,22 @@ def union_mask(masks: torch.Tensor) -> torch.Tensor:
     return masks.amax(dim=1, keepdim=True)
 
 
+def region_gate(masks: torch.Tensor, sharp: bool) -> torch.Tensor:
+    """How much of each pixel is the generator's, (N, 1, H, W): the mask union, or with ``sharp`` twice it
+    clipped to 1.
+
+    The masks are feathered (a Gaussian of 1% of the side), so on thin lips
+    and lids few pixels reach 1, and gated by the union itself the person's
+    own colour shows through most of the region: a lipstick put on in full
+    looks half-transparent, and the network would have to learn to divide
+    its residual by the mask to undo it. With ``sharp`` the inner half of the
+    ramp is fully painted and the outer half is the feather; zero stays zero,
+    so the background rule holds as before.
+    """
+    u = union_mask(masks)
+    return (2.0 * u).clamp(max=1.0) if sharp else u
+
+
 def gaussian_kernel(sigma: float, size: int) -> torch.Tensor:
     """Normalised 1-D Gaussian of odd length ``size``."""
     if size % 2 == 0 or size < 3:
@@ -55,10 +75,12 @@ class Preprocess(nn.Module):
     """Grey out the makeup regions and add back the luminance texture (see the module docstring)."""
 
     def __init__(self, texture_sigma: float = 2.0, texture_kernel: int = 9, texture_gain: float = 1.0,
-                 grey_channels: tuple[int, ...] | None = None) -> None:
-        """``grey_channels``: the mask channels whose regions lose their colour (None: all of them)."""
+                 grey_channels: tuple[int, ...] | None = None, sharp: bool = False) -> None:
+        """``grey_channels``: the mask channels whose regions lose their colour (None: all of them);
+        ``sharp``: greyed in full over the inner half of the masks' ramp (``region_gate``)."""
         super().__init__()
         self.grey_channels = list(grey_channels) if grey_channels is not None else None
+        self.sharp = sharp
         taps = gaussian_kernel(texture_sigma, texture_kernel)
         # Fixed filters, saved with the module and exported as constants; never trained.
         self.register_buffer("luma", torch.tensor(LUMA_BGR).view(1, 3, 1, 1), persistent=False)
@@ -80,8 +102,13 @@ class Preprocess(nn.Module):
         blurred = F.conv2d(F.pad(blurred, (0, 0, p, p), mode="reflect"), self.blur_y)
         return blurred, (lum - blurred) * self.texture_gain
 
-    def forward(self, x: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """Preprocessed image r (N, 3, H, W) from x in [-1, 1] and masks (N, C, H, W) in [0, 1]."""
-        u = union_mask(masks if self.grey_channels is None else masks[:, self.grey_channels])
+    def forward(self, x: torch.Tensor, masks: torch.Tensor, tint: torch.Tensor | None = None) -> torch.Tensor:
+        """Preprocessed image r (N, 3, H, W) from x in [-1, 1] and masks (N, C, H, W) in [0, 1].
+
+        ``tint`` (N, 3, H, W), zero outside the greyed regions, is added to
+        the greyed base: the colour base of ``Generator.tint_image``.
+        """
+        u = region_gate(masks if self.grey_channels is None else masks[:, self.grey_channels], self.sharp)
         grey, texture = self.grey_and_texture(self.luminance(x))
-        return x * (1.0 - u) + u * (grey + texture)
+        base = grey + texture if tint is None else grey + texture + tint
+        return x * (1.0 - u) + u * base

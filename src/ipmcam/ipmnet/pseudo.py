@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ipmcam.face.masks import sharp_weight
 from ipmcam.ipmnet.color import to_bgr, to_lab
 
 #: Reference pixels between these percentiles (per Lab channel) define its colour.
@@ -54,8 +55,8 @@ def region_colour_target(source: np.ndarray, source_masks: np.ndarray, reference
     """The source crop (S,S,3) uint8 with each region's colours matched to the reference's, float32 BGR.
 
     Masks are (C,S,S) float in [0,1]; pixels count for a region where its mask
-    exceeds ``threshold``, and the matched colour is blended in by the mask
-    value and the region's ``REGION_STRENGTH``, so region borders stay soft
+    exceeds ``threshold``, and the matched colour is blended in by the mask's
+    ``sharp_weight`` and the region's ``REGION_STRENGTH``, so region borders stay soft
     and a skin keeps its own tone. Outside every region the source is
     returned as is. Callers shape the masks to where makeup goes (e.g. the
     eye-shadow channel times the lid profile, so only the upper lid moves).
@@ -71,7 +72,7 @@ def region_colour_target(source: np.ndarray, source_masks: np.ndarray, reference
             continue
         support = source_masks[channel] > 0
         moved = match_moments(src_lab[support], ref_lab[ref_px], src_lab[src_px])
-        weight = source_masks[channel][support][:, None] * REGION_STRENGTH[channel]
+        weight = sharp_weight(source_masks[channel][support])[:, None] * REGION_STRENGTH[channel]
         out_lab[support] = out_lab[support] * (1 - weight) + moved * weight
     out = source.astype(np.float32)
     changed = np.any(out_lab != src_lab, axis=-1)

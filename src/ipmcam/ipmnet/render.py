@@ -39,7 +39,10 @@ from ipmcam.face.masks import (
     EYE_SHADOW,
     LIPS,
     SKIN,
+    lid_profile,
     region_masks,
+    sharp_weight,
+    smoothstep,
     union,
 )
 from ipmcam.ipmnet.color import to_bgr, to_lab, weighted_mean
@@ -57,10 +60,6 @@ FOUNDATION_FADE = 0.07
 #: foundation evens out blotches between these scales (Gaussian sigmas, fractions of the crop side): finer
 #: detail (pores, lines) is the skin's texture and stays; broader shading is the face's relief and stays too
 EVEN_SCALES = (0.012, 0.05)
-#: eye-shadow geometry in units of the eye-centre-to-brow distance: the crease (where a full-extent shadow
-#: has faded out) and how far below the eye centre the colour may wrap round the outer corner
-CREASE = 0.55
-CORNER_WRAP = 0.12
 
 # Upper lash line, outer corner first, for each eye (mediapipe face-mesh indices).
 _UPPER_LID_A = [33, 246, 161, 160, 159, 158, 157, 173, 133]
@@ -91,7 +90,7 @@ class EyeShadow:
     """Upper-lid colour, densest at the lash line.
 
     ``extent`` is how far towards the crease it reaches (1: up to the
-    crease, ``CREASE``); ``fade`` is how gradually it thins out on the way
+    crease, ``face.masks.CREASE``); ``fade`` is how gradually it thins out on the way
     (0: even colour up to its top, 1: a fade over the whole lid).
     """
 
@@ -208,7 +207,9 @@ class MakeupParams:
                 gloss=_present(rng, 0.35, 0.1, 0.8), matte=_present(rng, 0.3, 0.2, 0.9),
             ),
             eye_shadow=EyeShadow(
-                colour=_shade(rng, SHADOW_SHADES, 5.0), opacity=_present(rng, 0.7, 0.15, 0.85),
+                # Mostly present and dense at the lash line, as in the photos people pick as a look: a faint
+                # shadow teaches the model that a reference's lid colour is mostly its owner's skin.
+                colour=_shade(rng, SHADOW_SHADES, 5.0), opacity=_present(rng, 0.85, 0.5, 0.95),
                 fade=float(rng.uniform(0.2, 1.0)), extent=float(rng.uniform(0.45, 1.0)),
             ),
             eyeliner=Eyeliner(
@@ -317,39 +318,6 @@ def _eyes(lm: np.ndarray) -> tuple[_Eye, _Eye]:
     )
 
 
-def _smoothstep(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return x * x * (3.0 - 2.0 * x)
-
-
-def lid_profile(size: int, landmarks: np.ndarray, fade: float = 0.8, extent: float = 1.0) -> np.ndarray:
-    """Eye-shadow density (S, S) for crop landmarks (478, 2): see ``_shadow_profile``."""
-    return _shadow_profile(size, _eyes(np.asarray(landmarks, np.float64)[:, :2]), fade, extent)
-
-
-def _shadow_profile(size: int, eyes: tuple[_Eye, _Eye], fade: float, extent: float) -> np.ndarray:
-    """Eye-shadow density (S, S): 1 on the upper lid at the lash line, thinning to nothing at the crease.
-
-    ``t`` is the height above the eye centre in units of the eye-to-brow
-    distance; the eye_shadow polygon tops out near t = 0.75, the crease sits
-    near ``CREASE``. Below the eye centre the colour only wraps a little round
-    the corners (``CORNER_WRAP``): the under-eye is not the lid, and a ring of
-    colour round the whole eye reads as a bruise or a glow.
-    """
-    xx, yy = _grid(size)
-    heights, dists = [], []
-    for eye in eyes:
-        up = (eye.brow - eye.centre).astype(np.float32)
-        dx, dy = xx - eye.centre[0], yy - eye.centre[1]
-        heights.append((dx * up[0] + dy * up[1]) / float(up @ up))
-        dists.append(dx * dx + dy * dy)
-    t = np.where(dists[0] < dists[1], heights[0], heights[1])
-    top = CREASE * (0.6 + 0.4 * extent)
-    rising = _smoothstep((top - t) / (max(fade, 0.1) * top))
-    below = _smoothstep(1.0 + t / CORNER_WRAP)
-    return np.where(t >= 0, rising, below).astype(np.float32)
-
-
 def _liner_alpha(size: int, eye: _Eye, thickness: float, wing: float) -> np.ndarray:
     """Anti-aliased liner coverage (S, S) for one eye: thin at the inner corner, full at the outer, tapered wing."""
     width = eye.width
@@ -398,7 +366,7 @@ def face_fade(masks: np.ndarray) -> np.ndarray:
     filled = np.zeros_like(inside)
     cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
     dist = cv2.distanceTransform(filled, cv2.DIST_L2, 5)
-    return _smoothstep(dist / (FOUNDATION_FADE * size)).astype(np.float32)
+    return smoothstep(dist / (FOUNDATION_FADE * size)).astype(np.float32)
 
 
 def _band(lab: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
@@ -435,7 +403,7 @@ def _blush(lab: np.ndarray, lm: np.ndarray, masks: np.ndarray, p: Blush) -> np.n
 
 
 def _eye_shadow(lab: np.ndarray, lm: np.ndarray, masks: np.ndarray, p: EyeShadow) -> np.ndarray:
-    area = masks[EYE_SHADOW] * _shadow_profile(lab.shape[0], _eyes(lm), p.fade, p.extent)
+    area = sharp_weight(masks[EYE_SHADOW]) * lid_profile(lab.shape[0], lm, p.fade, p.extent)
     return tint(lab, p.opacity * area, p.colour, weighted_mean(lab, area), keep=(0.85, 0.35, 0.35))
 
 
@@ -445,11 +413,11 @@ def _eyeliner(lab: np.ndarray, lm: np.ndarray, p: Eyeliner) -> np.ndarray:
 
 
 def _lipstick(lab: np.ndarray, lm: np.ndarray, masks: np.ndarray, p: Lipstick) -> np.ndarray:
-    lips = masks[LIPS]
+    lips = sharp_weight(masks[LIPS])
     size = lab.shape[0]
     light = lab[..., 0]
     sheen = np.maximum(light - cv2.GaussianBlur(light, (0, 0), 0.012 * size), 0.0)  # the lips' own highlights
-    tint(lab, p.opacity * lips, p.colour, weighted_mean(lab, lips), keep=LIPSTICK_KEEP)
+    tint(lab, p.opacity * lips, p.colour, weighted_mean(lab, masks[LIPS]), keep=LIPSTICK_KEEP)
     if p.gloss > 0 or p.matte > 0:
         mouth_width = float(np.linalg.norm(lm[_MOUTH_CORNERS[0]] - lm[_MOUTH_CORNERS[1]]))
         lower = lm[_LOWER_LIP]

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from ipmcam.face import align
-from ipmcam.face.masks import EYE_SHADOW, LIPS, SKIN, region_masks
+from ipmcam.face.masks import EYE_SHADOW, LIPS, SKIN, lid_profile, region_masks
 from ipmcam.ipmnet.augment import random_overlay, webcam_look
 from ipmcam.ipmnet.config import get_config
 from ipmcam.ipmnet.dataset import TRAINING_CLIPS, FaceSet, load_or_build, split
@@ -51,7 +51,7 @@ from ipmcam.ipmnet.export import export_model
 from ipmcam.ipmnet.losses import gradient_loss, region_colour_loss, texture_loss
 from ipmcam.ipmnet.networks import Generator, MultiScaleDiscriminator, build_generator
 from ipmcam.ipmnet.pseudo import region_colour_target
-from ipmcam.ipmnet.render import MakeupParams, lid_profile, render
+from ipmcam.ipmnet.render import MakeupParams, render
 from ipmcam.ipmnet.weights import TRAIN_STATE, save_train_state
 from ipmcam.resources import CACHE_DIR, SHARED_DATA
 
@@ -75,6 +75,9 @@ class TrainSettings:
     full_size_from: int = 3600
     lr: float = 2e-4
     warmup: int = 0  # steps over which the learning rate ramps up from 0 (a fine-tune's fresh optimiser)
+    #: fine-tune: zero the decoder's last convolution, so the residual starts at nothing and the output at
+    #: the preprocessed image (for a change of what the residual is added to, such as ``tint_base``)
+    reset_output: bool = False
     seed: int = 0
     #: share of sources and references drawn from clip frames (the rest: photos); the model runs on webcam frames
     p_video: float = 0.6
@@ -381,6 +384,10 @@ def train(settings: TrainSettings, data: Path, out_dir: Path, faces_cache: Path,
     elif init_from is not None:
         gen.load_state_dict(torch.load(init_from, weights_only=False)["gen"])
         log.info("fine-tuning the generator of %s", init_from)
+        if settings.reset_output:
+            with torch.no_grad():
+                gen.dec.output.weight.zero_()
+                gen.dec.output.bias.zero_()
     batches = Prefetcher(faces, settings, step, depth=1)
     from tqdm import tqdm
 
@@ -429,7 +436,11 @@ def train(settings: TrainSettings, data: Path, out_dir: Path, faces_cache: Path,
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train the IPM-Net generator; resumes from OUT/checkpoint.pt.")
     for name, value in asdict(TrainSettings()).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(value, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
+        else:
+            parser.add_argument(flag, type=type(value), default=value)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="development data (faces/, videos/)")
     parser.add_argument("--out", type=Path, default=Path("runs") / "lite")
     parser.add_argument("--faces-cache", type=Path, default=CACHE_DIR / "faces.npz")

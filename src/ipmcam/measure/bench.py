@@ -4,7 +4,7 @@
                  [--engine classic,ipmnet] [--backend auto|all|onnxruntime,torch,tensorrt]
                  [--precision fp32,int8] [--frames 200] [--warmup 20] [--fps 0] [--async]
                  [--json out.json] [--plot out.png]
-    ipmcam bench --generator-only [--batch 1,2,4,8] [--calls 30] ...
+    ipmcam bench --generator-only [--batch 1,2,4,8] [--calls 30] [--baseline-model-dir DIR] ...
 
 **Pipeline mode** drives the real ``Pipeline.run`` (the code ``ipmcam live``
 runs) into a ``NullSink``, once per engine configuration and frame size.
@@ -37,7 +37,10 @@ face's box, so they follow the face, not the frame.
 
 **Generator mode** (``--generator-only``) times ``engine.run`` alone on
 real aligned crops (the bundled clip through the face tracker) at each
-``--batch`` size: ms per call and per face.
+``--batch`` size: ms per call and per face. With ``--baseline-model-dir``
+each ipmnet configuration is timed beside the same backend and precision of
+that (previously shipped) model, calls alternating (``measure.bench_compare``),
+and ``generator_ratios`` gives main over baseline ms per face.
 
 ``--backend all`` tries every backend this machine can run (torch on CPU
 included) and records why the others were skipped; a missing ipmnet model
@@ -46,12 +49,10 @@ included) and records why the others were skipped; a missing ipmnet model
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
-import math
-import os
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -67,6 +68,8 @@ from ipmcam.errors import EngineError, UserError
 from ipmcam.face.reference import align_face, read_reference, reference_crop
 from ipmcam.face.tracker import FaceTracker
 from ipmcam.ipmnet.weights import read_manifest
+from ipmcam.measure.bench_compare import alternate, generator_ratios
+from ipmcam.measure.bench_meter import ResourceMeter, percentiles, ratio
 from ipmcam.measure.bench_report import (
     SCHEMA_ID,
     SIZE_STAGES,
@@ -113,6 +116,7 @@ class BenchSettings:
     generator_only: bool = False
     batches: tuple[int, ...] = (1, 2, 4, 8)
     calls: int = 30
+    baseline_model_dir: Path | None = None  # generator only: time this model beside the main one
 
     @property
     def warmup_count(self) -> int:
@@ -167,9 +171,9 @@ def engine_specs(s: BenchSettings, report: Report) -> list[EngineSpec]:
         for precision in s.precisions:
             if precision not in PRECISIONS:
                 raise UserError(f"unknown precision {precision!r}: choose from {', '.join(PRECISIONS)}")
-        model_problem = _model_problem(s)
+        model_problem = _model_problem(main_model_dir(s))
         if model_problem:
-            report.skip(EngineSpec("ipmnet"), model_problem)
+            report.skip(EngineSpec("ipmnet"), f"{model_problem} (pass --model-dir, or install weights/{s.config})")
             continue
         for backend in backend_list(s.backend):
             reason = backend_unavailable(backend) if backend != "auto" else None
@@ -182,11 +186,15 @@ def engine_specs(s: BenchSettings, report: Report) -> list[EngineSpec]:
     return specs
 
 
-def _model_problem(s: BenchSettings) -> str | None:
-    """Why there is no ipmnet model to load (missing or broken directory), or None."""
-    root = Path(s.model_dir) if s.model_dir else default_model_dir(s.config)
+def main_model_dir(s: BenchSettings) -> Path:
+    """The ipmnet model directory ``load`` will use: ``--model-dir``, else the installed weights of ``--config``."""
+    return Path(s.model_dir) if s.model_dir else default_model_dir(s.config)
+
+
+def _model_problem(root: Path) -> str | None:
+    """Why there is no ipmnet model to load at ``root`` (missing or broken directory), or None."""
     if not root.is_dir():
-        return f"no model at {root} (pass --model-dir, or install weights/{s.config})"
+        return f"no model at {root}"
     try:
         read_manifest(root)
     except EngineError as exc:
@@ -205,89 +213,6 @@ def engine_entry(spec: EngineSpec, engine: Engine) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- measuring
-
-
-class ResourceMeter:
-    """CPU time, peak resident memory and GPU memory over a measured span of this process."""
-
-    def __init__(self) -> None:
-        self.rss_scope = "process"
-        self.start()
-
-    def start(self) -> None:
-        t = os.times()
-        self.cpu0, self.wall0 = t.user + t.system, time.perf_counter()
-        self.rss_scope = "run" if _reset_peak_rss() else "process"
-        _reset_gpu_peak()
-
-    def cpu_percent(self, wall_end: float | None = None) -> float:
-        t = os.times()
-        wall = (wall_end or time.perf_counter()) - self.wall0
-        return 100.0 * (t.user + t.system - self.cpu0) / wall if wall > 0 else 0.0
-
-    def peak_rss_mb(self) -> float:
-        return _peak_rss_mb()
-
-    def gpu_memory_mb(self) -> float | None:
-        return _gpu_peak_mb()
-
-
-def _reset_peak_rss() -> bool:
-    """Restart the kernel's peak-RSS counter (Linux); False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss_mb() -> float:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
-
-
-def _torch_cuda() -> Any:
-    """The torch module when it is already imported and has initialised CUDA, else None (never imports torch)."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return None
-    try:
-        return torch if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-    except Exception:  # noqa: BLE001 - a broken CUDA set-up means "no GPU figure"
-        return None
-
-
-def _reset_gpu_peak() -> None:
-    torch = _torch_cuda()
-    if torch is not None:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-
-
-def _gpu_peak_mb() -> float | None:
-    torch = _torch_cuda()
-    if torch is None:
-        return None
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() / 2**20
-
-
-def percentiles(values: Sequence[float]) -> dict[str, float]:
-    arr = np.asarray(values, np.float64)
-    if arr.size == 0:
-        return {"p50": math.nan, "p95": math.nan, "p99": math.nan, "mean": math.nan, "count": 0}
-    p50, p95, p99 = np.percentile(arr, [50, 95, 99])
-    return {"p50": float(p50), "p95": float(p95), "p99": float(p99), "mean": float(arr.mean()), "count": int(arr.size)}
 
 
 class TrackerTap:
@@ -450,9 +375,6 @@ def size_ratios(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         small = min(rows, key=lambda r: r["size"][0] * r["size"][1])
         large = max(rows, key=lambda r: r["size"][0] * r["size"][1])
 
-        def ratio(a: float | None, b: float | None) -> float | None:
-            return a / b if a is not None and b and not math.isnan(a) and not math.isnan(b) else None
-
         stages = {name: ratio(large["stages"][name]["p50"], small["stages"][name]["p50"])
                   for name in small["stages"] if name in large["stages"] and name != "style"
                   and large["stages"][name]["count"] and small["stages"][name]["count"]}
@@ -496,37 +418,68 @@ def real_crops(video: Path, count: int, stride: int = 9) -> tuple[np.ndarray, np
 
 
 def run_generator(engine: Engine, spec: EngineSpec, s: BenchSettings, crops: np.ndarray, masks: np.ndarray,
-                  reference: tuple[np.ndarray, np.ndarray], notes: list[str]) -> list[dict[str, Any]]:
-    """``engine.run`` alone at each batch size: ms per call and per face (``--time-limit`` s at most each)."""
-    start = time.perf_counter()
-    style = engine.encode_style(*reference)
-    style_ms = (time.perf_counter() - start) * 1000.0
+                  reference: tuple[np.ndarray, np.ndarray], notes: list[str],
+                  baseline: Engine | None = None) -> list[dict[str, Any]]:
+    """``engine.run`` alone at each batch size: ms per call and per face (``--time-limit`` s at most each).
+
+    With ``baseline`` (the ``--baseline-model-dir`` model on the same backend
+    and precision) both are timed, their calls alternating so that load on
+    the machine hits both alike (``bench_compare``); each row then says which
+    model it timed ("model": main or baseline, "model_dir"), and its CPU and
+    memory figures cover both. Each engine encodes the reference style itself.
+    """
+    engines = [engine] if baseline is None else [engine, baseline]
+    marks: list[dict[str, Any]] = [{}] if baseline is None else [
+        {"model": "main", "model_dir": str(main_model_dir(s))},
+        {"model": "baseline", "model_dir": str(s.baseline_model_dir)}]
+    styles, style_ms = [], []
+    for each in engines:
+        start = time.perf_counter()
+        styles.append(each.encode_style(*reference))
+        style_ms.append((time.perf_counter() - start) * 1000.0)
     rows = []
     for batch in s.batches:
         x, m = crops[:batch], masks[:batch]
-        for _ in range(s.warmup_count):
-            engine.run(x, m, style, s.intensity)
-        meter = ResourceMeter()
-        times: list[float] = []
-        while len(times) < s.calls:
-            t0 = time.perf_counter()
-            engine.run(x, m, style, s.intensity)
-            times.append((time.perf_counter() - t0) * 1000.0)
-            if s.time_limit > 0 and time.perf_counter() - meter.wall0 >= s.time_limit:
-                break
-        if len(times) < s.calls:
-            notes.append(f"{engine.name} batch {batch}: {len(times)} of {s.calls} calls measured "
-                         f"(--time-limit {s.time_limit:g} s reached)")
-        per_call = percentiles(times)
-        per_face = {k: (v / batch if k != "count" else v) for k, v in per_call.items()}
-        rows.append({
-            **engine_entry(spec, engine), "batch": batch, "style_ms": style_ms,
-            "calls": len(times), "ms_per_call": per_call, "ms_per_face": per_face,
-            "faces_per_second": 1000.0 * batch / per_call["mean"] if per_call["mean"] > 0 else 0.0,
-            "cpu_percent": meter.cpu_percent(), "peak_rss_mb": meter.peak_rss_mb(), "peak_rss_scope": meter.rss_scope,
-            "gpu_memory_mb": meter.gpu_memory_mb(),
-        })
+        calls = [functools.partial(each.run, x, m, style, s.intensity) for each, style in zip(engines, styles)]
+        times, meter = alternate(calls, s.calls, s.warmup_count, s.time_limit)
+        if len(times[0]) < s.calls:
+            notes.append(f"{engine.name} batch {batch}: {len(times[0])} of {s.calls} calls measured"
+                         f"{'' if baseline is None else ' per model'} (--time-limit {s.time_limit:g} s reached)")
+        for each, mark, encode_ms, spent in zip(engines, marks, style_ms, times):
+            per_call = percentiles(spent)
+            per_face = {k: (v / batch if k != "count" else v) for k, v in per_call.items()}
+            rows.append({
+                **engine_entry(spec, each), **mark, "batch": batch, "style_ms": encode_ms,
+                "calls": len(spent), "ms_per_call": per_call, "ms_per_face": per_face,
+                "faces_per_second": 1000.0 * batch / per_call["mean"] if per_call["mean"] > 0 else 0.0,
+                "cpu_percent": meter.cpu_percent(), "peak_rss_mb": meter.peak_rss_mb(),
+                "peak_rss_scope": meter.rss_scope, "gpu_memory_mb": meter.gpu_memory_mb(),
+            })
     return rows
+
+
+def generator_rows(engine: Engine, spec: EngineSpec, s: BenchSettings, crops: np.ndarray, masks: np.ndarray,
+                   reference: tuple[np.ndarray, np.ndarray], report: Report) -> list[dict[str, Any]]:
+    """Generator mode for one configuration: alone, or (ipmnet with a baseline) beside the baseline model.
+
+    A baseline that cannot open this backend and precision (no int8 graph,
+    say), or that ``auto`` puts on another backend, has nothing fair to be
+    compared with: the pair is skipped, with the reason.
+    """
+    if s.baseline_model_dir is None or spec.engine != "ipmnet":
+        return run_generator(engine, spec, s, crops, masks, reference, report.notes)
+    try:
+        baseline = open_engine(spec, dataclasses.replace(s, model_dir=s.baseline_model_dir))
+    except EngineError as exc:
+        report.skip(spec, f"baseline model {s.baseline_model_dir}: {exc}")
+        return []
+    try:
+        if baseline.name != engine.name:
+            report.skip(spec, f"the baseline model runs on {baseline.name}, the main one on {engine.name}")
+            return []
+        return run_generator(engine, spec, s, crops, masks, reference, report.notes, baseline)
+    finally:
+        baseline.close()
 
 
 # --------------------------------------------------------------------------- runner
@@ -542,6 +495,11 @@ def bench(s: BenchSettings, progress: Callable[[str], None] | None = None) -> di
         raise UserError(f"unknown source {s.source!r}: choose video or synthetic")
     if not s.generator_only and s.source == "video" and not Path(s.video).is_file():
         raise UserError(f"cannot open video {s.video}: file not found")
+    if s.baseline_model_dir is not None:
+        if not s.generator_only:
+            raise UserError("--baseline-model-dir compares generators: use it with --generator-only")
+        if problem := _model_problem(Path(s.baseline_model_dir)):
+            raise UserError(f"--baseline-model-dir: {problem}")
     specs = engine_specs(s, report)
     crops = masks = ref = None
     if s.generator_only and specs:
@@ -557,7 +515,7 @@ def bench(s: BenchSettings, progress: Callable[[str], None] | None = None) -> di
             label = engine.name + (f" {spec.precision}" if spec.precision else "")
             if s.generator_only:
                 say(f"generator {label}: batch {', '.join(map(str, s.batches))}")
-                report.generator += run_generator(engine, spec, s, crops, masks, ref, report.notes)
+                report.generator += generator_rows(engine, spec, s, crops, masks, ref, report)
             else:
                 for size in s.sizes:
                     say(f"{label} at {size[0]}x{size[1]}: {s.warmup_count} + {s.frames} frames")
@@ -573,7 +531,7 @@ def bench(s: BenchSettings, progress: Callable[[str], None] | None = None) -> di
         for key in ("sizes", "fit", "fps", "frames", "time_limit", "async_inference", "max_faces", "capture", "sink"):
             settings.pop(key, None)
     else:
-        for key in ("batches", "calls"):
+        for key in ("batches", "calls", "baseline_model_dir"):
             settings.pop(key, None)
     return {
         "schema": SCHEMA_ID,
@@ -586,6 +544,7 @@ def bench(s: BenchSettings, progress: Callable[[str], None] | None = None) -> di
         "runs": report.runs,
         "ratios": size_ratios(report.runs),
         "generator": report.generator,
+        "generator_ratios": generator_ratios(report.generator),
         "skipped": report.skipped,
         "notes": report.notes,
         "seconds": time.perf_counter() - started,

@@ -90,6 +90,9 @@ def register(sub: Any) -> None:
                      help="time engine.run alone on real aligned crops, per batch size")
     gen.add_argument("--batch", type=_ints, default=(1, 2, 4, 8), help="batch sizes (default 1,2,4,8)")
     gen.add_argument("--calls", type=int, default=30, help="measured calls per batch size (default 30)")
+    gen.add_argument("--baseline-model-dir", type=Path, metavar="DIR",
+                     help="also time this exported model (e.g. the previously shipped one) on the same backend and "
+                          "precision, calls alternating with the main model's, and report main/baseline ms per face")
     out = p.add_argument_group("output")
     out.add_argument("--json", type=Path, help="write every figure, the settings and the machine to this file")
     out.add_argument("--plot", type=Path, help="write a bar chart (PNG) of the stage costs")
@@ -108,6 +111,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         time_limit=args.time_limit, fps=args.fps,
         max_faces=args.max_faces, intensity=args.intensity, async_inference=args.async_inference,
         generator_only=args.generator_only, batches=tuple(args.batch), calls=args.calls,
+        baseline_model_dir=args.baseline_model_dir,
     )
 
 

@@ -57,10 +57,15 @@ def write_json(report: Mapping[str, Any], path: Path) -> None:
 
 
 def config_label(run: Mapping[str, Any]) -> str:
-    """"classic", or "ipmnet/onnxruntime fp32" (the engine's own name and its precision)."""
+    """"classic", or "ipmnet/onnxruntime fp32" (the engine's own name and its precision).
+
+    A generator row of the ``--baseline-model-dir`` model says so ("... baseline"), so that it is
+    neither mistaken for nor grouped with the main model's row of the same configuration.
+    """
     name = str(run.get("engine_name") or run["engine"])
     precision = run.get("precision")
-    return f"{name} {precision}" if precision and precision not in name else name
+    label = f"{name} {precision}" if precision and precision not in name else name
+    return f"{label} baseline" if run.get("model") == "baseline" else label
 
 
 def _ms(value: float | None) -> str:
@@ -140,6 +145,17 @@ def generator_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str
     return header, rows
 
 
+def generator_ratio_table(report: Mapping[str, Any]) -> tuple[list[str], list[list[str]], str]:
+    """Main model over baseline, ms per face, per configuration and batch size; the two directories as caption."""
+    header = ["engine", "batch", "main / baseline p50", "mean"]
+    ratios = report.get("generator_ratios", [])
+    rows = [[config_label(r), str(r["batch"]), _ratio(r["p50"]), _ratio(r["mean"])] for r in ratios]
+    dirs = sorted({(r["model_dir"], r["baseline_model_dir"]) for r in ratios})
+    caption = ("; ".join(f"main {main}, baseline {base}" for main, base in dirs)
+               + " (calls alternating; below ×1 the main model is cheaper)")
+    return header, rows, caption
+
+
 def _rich_table(title: str, header: list[str], rows: list[list[str]], caption: str = "") -> Any:
     from rich.table import Table
 
@@ -164,6 +180,9 @@ def print_report(report: Mapping[str, Any], console: Any = None) -> None:
     if report.get("generator"):
         header, rows = generator_table(report)
         console.print(_rich_table("generator only (real aligned crops)", header, rows))
+    if report.get("generator_ratios"):
+        header, rows, caption = generator_ratio_table(report)
+        console.print(_rich_table("generator: main model / baseline model, ms per face", header, rows, caption))
     for skip in report.get("skipped", []):
         what = "/".join(str(v) for v in (skip["engine"], skip.get("backend"), skip.get("precision")) if v)
         console.print(f"skipped {what}: {skip['reason']}", highlight=False, soft_wrap=True)

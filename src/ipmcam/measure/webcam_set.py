@@ -41,10 +41,9 @@ import numpy as np
 from ipmcam.engines.base import Engine
 from ipmcam.errors import UserError
 from ipmcam.face import align
-from ipmcam.face.masks import EYE_SHADOW, SKIN
+from ipmcam.face.masks import EYE_SHADOW, SKIN, lid_profile
 from ipmcam.ipmnet.color import delta_e2000, robust_colour, to_lab, weighted_mean
 from ipmcam.ipmnet.dataset import EVAL_CLIPS, sample_frames
-from ipmcam.ipmnet.render import lid_profile
 from ipmcam.measure.harness import IdentityMeter, Recorder, static_pipeline
 from ipmcam.measure.metrics import CORE, apply_delta, region_delta_e
 
