@@ -83,8 +83,12 @@ def lid_profile(size: int, landmarks: np.ndarray, fade: float = 0.8, extent: flo
     (``CORNER_WRAP``): the under-eye is not the lid, and a ring of colour
     round the whole eye reads as a bruise or a glow.
     """
-    lm = np.asarray(landmarks, np.float64)[:, :2]
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    return _lid_density(xx, yy, np.asarray(landmarks, np.float64)[:, :2], fade, extent)
+
+
+def _lid_density(xx: np.ndarray, yy: np.ndarray, lm: np.ndarray, fade: float, extent: float) -> np.ndarray:
+    """``lid_profile`` at the pixel coordinates ``xx``, ``yy`` (float32 arrays of one shape)."""
     heights, lash_tops, dists = [], [], []
     for eye, brow, lash_top in ((EYE_A, BROW_A, UPPER_LID_TOP_A), (EYE_B, BROW_B, UPPER_LID_TOP_B)):
         centre = lm[eye].mean(axis=0)
@@ -140,7 +144,11 @@ def region_masks(landmarks: np.ndarray, size: int, feather: float | None = None)
     _fill(shadow, _eye_shadow_polygon(lm, EYE_B, BROW_B))
     # Eye shadow is densest at the lash line and gone by the crease, and so is its region: the region's
     # mean colour is then the lid's, not the brow bone's, and what is painted there fades out by itself.
-    shadow *= lid_profile(size, lm, LID_FADE)
+    # Shaded inside the polygons' box only: this runs for every face of every frame.
+    x0, y0, w, h = cv2.boundingRect((shadow > 0).astype(np.uint8))
+    if w and h:
+        yy, xx = np.mgrid[y0:y0 + h, x0:x0 + w].astype(np.float32)
+        shadow[y0:y0 + h, x0:x0 + w] *= _lid_density(xx, yy, lm, LID_FADE, 1.0)
     skin = np.zeros_like(keep_out)
     _fill(skin, lm[FACE_OVAL])
 
