@@ -121,6 +121,21 @@ def test_face_fades_in_after_the_start_and_out_when_lost(clip, reference_image) 
     assert 0 < change[12] < change[14]  # and it fades back in when it returns
 
 
+def test_time_running_backwards_starts_a_new_stream(clip, reference_image) -> None:
+    """A source restarted or swapped numbers its frames afresh: the old face must not be drawn on the new frame."""
+    before = clip[0]
+    after = np.ascontiguousarray(np.roll(clip[0], before.shape[1] // 4, axis=1))  # the face moved a face away
+    pipeline = Pipeline(None, RedLips(), options=PipelineOptions(fade_seconds=0.5, smooth=False),
+                        reference=reference_image)
+    pipeline.process(before, 5.0)
+    out, faces = pipeline.process(after, 0.0)
+    pipeline.close()
+    assert faces == 1
+    outside = ~_face_hull(after, grow=20)
+    assert np.array_equal(out[outside], after[outside])  # nothing at the old face's place
+    assert np.abs(out.astype(int) - after.astype(int)).sum() > 0  # the new face at full strength at once
+
+
 def test_several_faces_and_a_face_at_the_edge(clip, reference_image) -> None:
     pair = np.hstack([clip[0], clip[10]])
     edge = np.ascontiguousarray(clip[0][:, 200:])  # the face's right third is outside the frame

@@ -33,3 +33,12 @@ def test_landmarks_are_pixels_and_tracks_persist(shared_data) -> None:
     lm = tracks[-1][0].landmarks
     assert lm.shape == (478, 2) and lm.dtype == np.float64
     assert 0 <= lm[:, 0].min() and lm[:, 0].max() <= frames[0].shape[1]
+
+
+def test_a_stream_that_starts_again_gets_new_tracks(shared_data) -> None:
+    frames = clip_frames(shared_data, "d18.mp4", 3)
+    with FaceTracker() as tracker:
+        first = [tracker(f, 5.0 + i / 30)[0].track_id for i, f in enumerate(frames)]
+        again = tracker(frames[0], 0.0)  # timestamps restart: a source restarted or swapped
+    assert len(set(first)) == 1
+    assert len(again) == 1 and again[0].track_id != first[0]

@@ -12,6 +12,7 @@ expressive close faces, and the one a dog's face fools at lower scores).
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -82,6 +83,7 @@ class FaceTracker:
     _tracks: list[_Track] = field(default_factory=list, init=False)
     _next_id: int = field(default=0, init=False)
     _frame_shape: tuple[int, ...] | None = field(default=None, init=False)
+    _last_time: float = field(default=-math.inf, init=False)
 
     def __post_init__(self) -> None:
         # mediapipe's native logging floods the terminal; keep only errors.
@@ -119,10 +121,14 @@ class FaceTracker:
         points at the wrong place and the mesh lands beside the face.
         """
         if self._frame_shape is not None and shape != self._frame_shape and not self.static:
-            self._mesh.close()
-            self._mesh = self._new_mesh()
-            self._tracks = []
+            self._restart()
         self._frame_shape = shape
+
+    def _restart(self) -> None:
+        """Forget every face: a fresh mesh (no region carried over) and no tracks."""
+        self._mesh.close()
+        self._mesh = self._new_mesh()
+        self._tracks = []
 
     def detect(self, frame_bgr: np.ndarray) -> list[np.ndarray]:
         """Raw landmarks (478, 2) in pixels for each face mesh fitted, unsmoothed and unconfirmed.
@@ -172,6 +178,11 @@ class FaceTracker:
 
     def __call__(self, frame_bgr: np.ndarray, timestamp: float) -> list[Face]:
         """Tracked, smoothed faces in a frame taken at ``timestamp`` seconds."""
+        if timestamp < self._last_time and not self.static:
+            # The stream started again (a source restarted or swapped): a track last seen "later" would
+            # never age out, and mediapipe would look for the face where the old one was.
+            self._restart()
+        self._last_time = timestamp
         raw = self.detect(frame_bgr)
         if self.static:
             self._tracks = []  # unrelated images: nothing carries over

@@ -187,10 +187,16 @@ class Pipeline:
         """Faces to draw, each with a strength that ramps in and out over ``fade_seconds``.
 
         At the start of a stream faces are drawn fully (nothing to pop from);
-        a face that vanishes keeps its last place while it fades out.
+        a face that vanishes keeps its last place while it fades out. Time
+        that runs backwards (a source restarted or swapped, unrelated photos
+        numbered afresh) starts a new stream: a face from before would
+        otherwise be drawn at its old place, at full strength, over the new
+        frame, and the new face would wait a whole fade to appear.
         """
         fade = self.options.fade_seconds
-        first = self._last_time is None
+        first = self._last_time is None or timestamp < self._last_time
+        if first:
+            self._presence = {}
         step = 1.0 if first or fade <= 0 else max(timestamp - self._last_time, 0.0) / fade
         self._last_time = timestamp
         current: dict[int, _Presence] = {}
