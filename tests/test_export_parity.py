@@ -70,6 +70,23 @@ def test_graphs_are_valid_opset17_with_dynamic_batch(exported) -> None:
         assert all(i.type.tensor_type.shape.dim[0].dim_param == "batch" for i in model.graph.input)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter, as export.py uses it
+def test_pixel_unshuffle_exports_as_space_to_depth_exactly(lite, tmp_path) -> None:
+    """The lite encoders' unshuffle is SpaceToDepth plus a Gather (no 6-D Transpose), bit for bit torch's."""
+    from ipmcam.ipmnet.networks import Unshuffle
+
+    _, root = lite
+    for file in ("style_encoder.onnx", "generator.onnx"):
+        ops = [n.op_type for n in onnx.load(str(root / file)).graph.node]
+        assert ops.count("SpaceToDepth") >= 1
+    x = torch.rand(2, 9, 64, 48)
+    with torch.no_grad():
+        torch.onnx.export(Unshuffle(4, 9), (x,), str(tmp_path / "u.onnx"), input_names=["x"], opset_version=17,
+                          dynamo=False)
+    out = session(tmp_path / "u.onnx").run(None, {"x": x.numpy()})[0]
+    assert np.array_equal(out, torch.nn.functional.pixel_unshuffle(x, 4).numpy())
+
+
 @pytest.mark.parametrize("batch", [1, 4])
 def test_onnxruntime_matches_torch(exported, real_batch, batch) -> None:
     model, root = exported

@@ -10,7 +10,7 @@ from ipmcam.errors import EngineError  # noqa: E402
 from ipmcam.face.masks import EYE_SHADOW, LIPS, SKIN  # noqa: E402
 from ipmcam.ipmnet.config import CONFIGS, IPMNetConfig, get_config  # noqa: E402
 from ipmcam.ipmnet.networks import AdaIN, MultiScaleDiscriminator, build_generator, count_parameters  # noqa: E402
-from ipmcam.ipmnet.preprocess import Preprocess, region_gate, union_mask  # noqa: E402
+from ipmcam.ipmnet.preprocess import Preprocess, channel_gates, region_gate, union_mask  # noqa: E402
 from ipmcam.ipmnet.weights import load_weights, save_weights  # noqa: E402
 
 
@@ -128,24 +128,29 @@ def test_tint_base_gives_each_greyed_region_the_style_colour_and_keeps_its_relie
         IPMNetConfig(tint_base=True)
 
 
-def test_sharp_gate_paints_the_inner_half_of_the_ramp_in_full(aligned_faces) -> None:
-    """With ``sharp`` a pixel whose mask is 0.5 or more is all base (all the generator's), the outer half of
-    the ramp blends, and where the masks are 0 the input stays bit for bit."""
+def test_sharp_gates_paint_the_lips_up_to_their_edge_and_the_lids_over_the_inner_half(aligned_faces) -> None:
+    """With ``sharp`` the lips' gate is 1 from a mask of 2/3 and 0 up to 1/3, the other regions' is twice their
+    mask clipped to 1; the greyed base fills what the gates cover, and where the masks are 0 the input stays
+    bit for bit."""
     x, m = to_tensors(aligned_faces[:2])
-    gate = region_gate(m, sharp=True)
-    u = union_mask(m)
-    assert torch.equal(region_gate(m, sharp=False), u)
-    assert torch.equal(gate[u >= 0.5], torch.ones_like(gate[u >= 0.5]))
-    ramp = (u > 0) & (u < 0.5)
-    assert ramp.any() and torch.equal(gate[ramp], 2 * u[ramp])
-    soft, sharp = Preprocess(sharp=False), Preprocess(sharp=True)
+    gates = channel_gates(m, sharp=True)
+    assert torch.equal(channel_gates(m, sharp=False), m)
+    lips, shadow = m[:, LIPS], m[:, EYE_SHADOW]
+    assert torch.equal(gates[:, LIPS][lips >= 2 / 3], torch.ones_like(lips[lips >= 2 / 3]))
+    assert not gates[:, LIPS][lips <= 1 / 3].any()
+    ramp = (lips > 1 / 3) & (lips < 2 / 3)
+    assert ramp.any()
+    torch.testing.assert_close(gates[:, LIPS][ramp], 3 * lips[ramp] - 1)
+    torch.testing.assert_close(gates[:, EYE_SHADOW], (2 * shadow).clamp(max=1))
+    assert torch.equal(region_gate(m, sharp=True), gates.amax(dim=1, keepdim=True))
+    soft, sharp = Preprocess(sharp=False, grey_channels=(LIPS, EYE_SHADOW)), Preprocess(sharp=True, grey_channels=(LIPS, EYE_SHADOW))
     r_soft, r_sharp = soft(x, m), sharp(x, m)
     grey, texture = sharp.grey_and_texture(sharp.luminance(x))
-    core = (u >= 0.5).expand_as(x)
+    core = (gates[:, [LIPS, EYE_SHADOW]].amax(dim=1, keepdim=True) == 1).expand_as(x)
     torch.testing.assert_close(r_sharp[core], (grey + texture).expand_as(x)[core])
     assert (r_soft[core] - r_sharp[core]).abs().max() > 0.05  # the soft gate leaves some of x there
-    outside = (u == 0).expand_as(x)
-    assert torch.equal(r_sharp[outside], x[outside])
+    bare = (union_mask(m[:, [LIPS, EYE_SHADOW]]) == 0).expand_as(x)
+    assert torch.equal(r_sharp[bare], x[bare])
 
 
 def test_lite_is_dense_convolutions_at_a_quarter_resolution(lite) -> None:

@@ -75,12 +75,21 @@ def test_scale_invariance(crop_landmarks: np.ndarray) -> None:
     assert np.abs(small - big_down).mean() < 0.02
 
 
-def test_sharp_weight_covers_the_inner_half_of_the_ramp(crop_landmarks: np.ndarray) -> None:
-    """Makeup covers a region fully where its feathered mask is 0.5 or more; the outer half blends."""
-    m = masks.region_masks(crop_landmarks, 256)[masks.LIPS]
-    weight = masks.sharp_weight(m)
+def test_lipstick_stops_at_the_lip_line_and_eye_shadow_keeps_its_ramp(crop_landmarks: np.ndarray) -> None:
+    """Lips: covered fully up to their edge (mask 0.5) and not past it, a short ramp across it. Eye shadow:
+    fully where its mask is 0.5 or more, the outer half of the ramp (the lid's fade) blends."""
+    stack = masks.region_masks(crop_landmarks, 256)
+    m = stack[masks.LIPS]
+    weight = masks.sharp_weight(m, masks.LIPS)
     assert weight.dtype == np.float32
-    assert np.array_equal(weight[m >= 0.5], np.ones_like(weight[m >= 0.5]))
-    ramp = (m > 0) & (m < 0.5)
-    assert ramp.any() and np.allclose(weight[ramp], 2 * m[ramp])
-    assert not weight[m == 0].any()
+    assert np.array_equal(weight[m >= 2 / 3], np.ones_like(weight[m >= 2 / 3]))
+    assert not weight[m <= 1 / 3].any()
+    ramp = (m > 1 / 3) & (m < 2 / 3)
+    assert ramp.any() and np.allclose(weight[ramp], 3 * m[ramp] - 1, atol=1e-6)
+    assert np.allclose(weight[np.isclose(m, 0.5, atol=0.01)], 0.5, atol=0.04)  # half-covered on the lip line
+    e = stack[masks.EYE_SHADOW]
+    shadow = masks.sharp_weight(e, masks.EYE_SHADOW)
+    assert np.array_equal(shadow[e >= 0.5], np.ones_like(shadow[e >= 0.5]))
+    fade = (e > 0) & (e < 0.5)
+    assert fade.any() and np.allclose(shadow[fade], 2 * e[fade])
+    assert not shadow[e == 0].any()

@@ -7,11 +7,13 @@ import cv2
 import numpy as np
 import pytest
 
-from ipmcam.face.masks import SKIN
+from ipmcam.face.masks import EYE_SHADOW, LIPS, SKIN
 from ipmcam.ipmnet.dataset import EVAL_CLIPS, TRAINING_CLIPS, is_held_out
 from ipmcam.measure.webcam_set import (
     CLIPS,
     METRICS,
+    identity_parts,
+    skin_interior,
     skin_shift,
     summarise_webcam,
     texture_ratio,
@@ -57,6 +59,19 @@ def test_texture_ratio_is_one_when_kept_and_falls_when_smoothed(aligned_faces) -
     assert math.isnan(texture_ratio(crop, crop, np.zeros_like(masks)))
 
 
+def test_texture_ratio_reads_the_skin_not_the_lip_line(aligned_faces) -> None:
+    """Pale lipstick raises the lip line's contrast; the skin's own detail is what the ratio measures."""
+    crop, masks = aligned_faces[0]
+    pale_lips = crop.copy()
+    pale_lips[masks[LIPS] > 0.5] = (235, 235, 250)
+    assert texture_ratio(crop, pale_lips, masks) == 1.0
+    interior = skin_interior(masks)
+    assert interior.sum() > 0.8 * (masks[SKIN] > 0.5).sum()  # most of the skin still counts
+    assert not (interior & (masks[LIPS] > 0.01)).any()
+    noisy = crop.astype(np.float32) + np.random.default_rng(0).normal(0, 6, crop.shape) * (masks[SKIN] > 0.5)[..., None]
+    assert texture_ratio(crop, np.clip(noisy, 0, 255).astype(np.uint8), masks) > 1.2  # noise on the skin counts
+
+
 def test_summary_has_clip_rows_worst_clips_and_groups() -> None:
     def row(clip: str, shift: float, ident: float) -> dict:
         return {"clip": clip, "reference": "r", "skin_shift": shift, "texture": 1.0, "identity": ident,
@@ -74,3 +89,14 @@ def test_summary_has_clip_rows_worst_clips_and_groups() -> None:
     assert set(METRICS) <= set(summary["groups"]["glasses"])
     table = webcam_table({"ipmnet": summary})
     assert "| ipmnet | all 2 | 3.00 | 4.00 |" in table and "| edtalk_obama_office | 4.00 / 0.40 / 3.00 |" in table
+
+
+def test_identity_parts_split_the_delta_by_region(aligned_faces) -> None:
+    _, masks = aligned_faces[0]
+    parts = identity_parts(masks)
+    assert set(parts) == {"lips", "eyes", "rest"}
+    assert np.array_equal(parts["lips"], masks[LIPS]) and np.array_equal(parts["eyes"], masks[EYE_SHADOW])
+    bare = (masks[LIPS] == 0) & (masks[EYE_SHADOW] == 0)
+    assert bare.any() and (parts["rest"][bare] == 1).all()
+    mouth = (masks[LIPS] > 0.5) & (masks[EYE_SHADOW] == 0)
+    assert mouth.any() and np.allclose(parts["rest"][mouth] + parts["lips"][mouth], 1)  # shared, never counted twice

@@ -37,6 +37,8 @@ CREASE = 0.5
 CORNER_WRAP = 0.12
 #: how gradually the eye-shadow region itself thins out from the lash line to the crease (``lid_profile``)
 LID_FADE = 0.4
+#: slope of ``edge_weight``'s ramp across a region's edge (mask 0.5): covered from a mask of 2/3, bare up to 1/3
+SHARP_GAIN = 3.0
 
 
 def _fill(canvas: np.ndarray, pts: np.ndarray, value: float = 1.0) -> None:
@@ -107,16 +109,32 @@ def _lid_density(xx: np.ndarray, yy: np.ndarray, lm: np.ndarray, fade: float, ex
     return np.where(t >= 0, rising, below).astype(np.float32)
 
 
-def sharp_weight(mask: np.ndarray) -> np.ndarray:
-    """How much of a pixel a makeup region's colour covers: twice its feathered mask, clipped to 1.
+def sharp_weight(mask: np.ndarray, channel: int) -> np.ndarray:
+    """How much of a pixel a makeup region's colour covers, from its feathered mask (``channel`` says which).
 
-    The inner half of the feather's ramp is covered in full and the outer half
-    blends, as lipstick does up to the lip line; a mask used as the weight
-    itself leaves thin lips and lids half their own colour. The generator's
-    gate is the same (``ipmnet.preprocess.region_gate``), and so are the
-    teachers it learns from (renderer, pseudo-targets).
+    Used as the weight itself, a feathered mask leaves thin lips and lids
+    half their own colour. Lips (``edge_weight``): covered in full up to the
+    lip line and not past it, as lipstick is. The other regions: twice the
+    mask, clipped to 1, whose outer half blends; the eye-shadow mask carries
+    the lid's gradient toward the crease, which a steeper ramp would cut
+    short. The generator's gate is the same (``ipmnet.preprocess``'s
+    ``channel_gates``), and so are the teachers it learns from (renderer,
+    pseudo-targets).
     """
+    if channel == LIPS:
+        return edge_weight(mask)
     return np.minimum(2.0 * np.asarray(mask, np.float32), 1.0)
+
+
+def edge_weight(mask: np.ndarray) -> np.ndarray:
+    """A short ramp centred on a feathered mask's edge (0.5): 0 up to a third, 1 from two thirds.
+
+    About 2 px of anti-aliasing at 256 px. Twice the mask, clipped, painted a
+    lipstick a feather's width past the lip line: a pale ring round the lips
+    that moved the skin's measured tone and most of the face's identity
+    distance (``docs/eval.md``).
+    """
+    return np.clip(SHARP_GAIN * (np.asarray(mask, np.float32) - 0.5) + 0.5, 0.0, 1.0)
 
 
 def region_masks(landmarks: np.ndarray, size: int, feather: float | None = None) -> np.ndarray:

@@ -60,9 +60,9 @@ class IPMNetConfig:
     #: keeps its own luminance relief, shifted so the region's mean is the style's colour; the network's
     #: residual then adds what a mean cannot (shading, gloss, the lid's gradient); see ``Generator.tint_image``
     tint_base: bool = False
-    #: the inner half of each region's feathered mask (weight >= 0.5) is fully the generator's, the feather
-    #: being the ramp of its outer half, and the style's region colours are measured where the masks are
-    #: near 1 (weights m**4); see ``preprocess.region_gate``
+    #: the lips are fully the generator's up to the lip line and not past it, the other regions where their
+    #: feathered mask is 0.5 or more (the outer half of the ramp blends), and the style's region colours are
+    #: measured where the masks are near 1 (weights m**4); see ``preprocess.channel_gates``
     sharp_regions: bool = False
     crop_size: int = 256
     n_masks: int = 3

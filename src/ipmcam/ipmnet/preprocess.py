@@ -37,6 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ipmcam.face.masks import SHARP_GAIN
+from ipmcam.face.regions import LIPS
+
 #: luminance weights in BGR order (Rec. 601), the channel order of every crop
 LUMA_BGR = (0.114, 0.587, 0.299)
 
@@ -46,20 +49,32 @@ def union_mask(masks: torch.Tensor) -> torch.Tensor:
     return masks.amax(dim=1, keepdim=True)
 
 
-def region_gate(masks: torch.Tensor, sharp: bool) -> torch.Tensor:
-    """How much of each pixel is the generator's, (N, 1, H, W): the mask union, or with ``sharp`` twice it
-    clipped to 1.
+def channel_gates(masks: torch.Tensor, sharp: bool) -> torch.Tensor:
+    """How much of each pixel each region's colour owns, (N, C, H, W): the masks, or with ``sharp`` the
+    masks through ``face.masks.sharp_weight`` (the lips up to the lip line and not past it, the other
+    regions twice their mask, clipped to 1).
 
     The masks are feathered (a Gaussian of 1% of the side), so on thin lips
-    and lids few pixels reach 1, and gated by the union itself the person's
-    own colour shows through most of the region: a lipstick put on in full
-    looks half-transparent, and the network would have to learn to divide
-    its residual by the mask to undo it. With ``sharp`` the inner half of the
-    ramp is fully painted and the outer half is the feather; zero stays zero,
-    so the background rule holds as before.
+    and lids few pixels reach 1, and gated by the masks themselves the
+    person's own colour shows through most of the region: a lipstick put on
+    in full looks half-transparent, and the network would have to learn to
+    divide its residual by the mask to undo it. Zero stays zero, so the
+    background rule holds as before.
     """
-    u = union_mask(masks)
-    return (2.0 * u).clamp(max=1.0) if sharp else u
+    if not sharp:
+        return masks
+    return torch.cat([
+        (SHARP_GAIN * (masks[:, c:c + 1] - 0.5) + 0.5).clamp(0.0, 1.0) if c == LIPS
+        else (2.0 * masks[:, c:c + 1]).clamp(max=1.0)
+        for c in range(masks.shape[1])
+    ], dim=1)
+
+
+def region_gate(masks: torch.Tensor, sharp: bool, channels: list[int] | None = None) -> torch.Tensor:
+    """How much of each pixel is the generator's, (N, 1, H, W): the largest of ``channel_gates`` over
+    ``channels`` (None: all of them)."""
+    gates = channel_gates(masks, sharp)
+    return union_mask(gates if channels is None else gates[:, channels])
 
 
 def gaussian_kernel(sigma: float, size: int) -> torch.Tensor:
@@ -77,7 +92,7 @@ class Preprocess(nn.Module):
     def __init__(self, texture_sigma: float = 2.0, texture_kernel: int = 9, texture_gain: float = 1.0,
                  grey_channels: tuple[int, ...] | None = None, sharp: bool = False) -> None:
         """``grey_channels``: the mask channels whose regions lose their colour (None: all of them);
-        ``sharp``: greyed in full over the inner half of the masks' ramp (``region_gate``)."""
+        ``sharp``: greyed in full over the regions' gates (``channel_gates``)."""
         super().__init__()
         self.grey_channels = list(grey_channels) if grey_channels is not None else None
         self.sharp = sharp
@@ -108,7 +123,7 @@ class Preprocess(nn.Module):
         ``tint`` (N, 3, H, W), zero outside the greyed regions, is added to
         the greyed base: the colour base of ``Generator.tint_image``.
         """
-        u = region_gate(masks if self.grey_channels is None else masks[:, self.grey_channels], self.sharp)
+        u = region_gate(masks, self.sharp, self.grey_channels)
         grey, texture = self.grey_and_texture(self.luminance(x))
         base = grey + texture if tint is None else grey + texture + tint
         return x * (1.0 - u) + u * base

@@ -72,7 +72,7 @@ def region_colour_target(source: np.ndarray, source_masks: np.ndarray, reference
             continue
         support = source_masks[channel] > 0
         moved = match_moments(src_lab[support], ref_lab[ref_px], src_lab[src_px])
-        weight = sharp_weight(source_masks[channel][support])[:, None] * REGION_STRENGTH[channel]
+        weight = sharp_weight(source_masks[channel][support], channel)[:, None] * REGION_STRENGTH[channel]
         out_lab[support] = out_lab[support] * (1 - weight) + moved * weight
     out = source.astype(np.float32)
     changed = np.any(out_lab != src_lab, axis=-1)

@@ -403,7 +403,7 @@ def _blush(lab: np.ndarray, lm: np.ndarray, masks: np.ndarray, p: Blush) -> np.n
 
 
 def _eye_shadow(lab: np.ndarray, lm: np.ndarray, masks: np.ndarray, p: EyeShadow) -> np.ndarray:
-    area = sharp_weight(masks[EYE_SHADOW]) * lid_profile(lab.shape[0], lm, p.fade, p.extent)
+    area = sharp_weight(masks[EYE_SHADOW], EYE_SHADOW) * lid_profile(lab.shape[0], lm, p.fade, p.extent)
     return tint(lab, p.opacity * area, p.colour, weighted_mean(lab, area), keep=(0.85, 0.35, 0.35))
 
 
@@ -413,7 +413,7 @@ def _eyeliner(lab: np.ndarray, lm: np.ndarray, p: Eyeliner) -> np.ndarray:
 
 
 def _lipstick(lab: np.ndarray, lm: np.ndarray, masks: np.ndarray, p: Lipstick) -> np.ndarray:
-    lips = sharp_weight(masks[LIPS])
+    lips = sharp_weight(masks[LIPS], LIPS)
     size = lab.shape[0]
     light = lab[..., 0]
     sheen = np.maximum(light - cv2.GaussianBlur(light, (0, 0), 0.012 * size), 0.0)  # the lips' own highlights
