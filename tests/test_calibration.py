@@ -194,7 +194,11 @@ def test_excluded_nodes_stay_float(model_dir, quantized) -> None:
 
     norms = sum(isinstance(m, torch.nn.InstanceNorm2d) for m in build_generator(read_manifest(model_dir).config).modules())
     assert norms > 0 and sum(n.op_type == "InstanceNormalization" for n in qdq.graph.node) == norms
-    for name in ("/preprocess/Conv", "/preprocess/Conv_1", "/Add_1", "/Clip"):
+    # the final composition clamp(r + u * residual): the node writing the output and the Add it reads
+    clamp = produced_by[qdq.graph.output[0].name]
+    compose = produced_by[clamp.input[0]]
+    assert (clamp.op_type, compose.op_type) == ("Clip", "Add")
+    for name in ("/preprocess/Conv", "/preprocess/Conv_1", compose.name, clamp.name):
         assert name in keep and name in names
     for name in ("/preprocess/Conv", "/preprocess/Conv_1"):
         for tensor in names[name].input:
