@@ -194,9 +194,7 @@ class Pipeline:
         frame, and the new face would wait a whole fade to appear.
         """
         fade = self.options.fade_seconds
-        first = self._last_time is None or timestamp < self._last_time
-        if first:
-            self._presence = {}
+        first = self._last_time is None or timestamp < self._last_time  # a first step of 1 ends every old face
         step = 1.0 if first or fade <= 0 else max(timestamp - self._last_time, 0.0) / fade
         self._last_time = timestamp
         current: dict[int, _Presence] = {}
