@@ -105,10 +105,11 @@ class Unshuffle(nn.PixelUnshuffle):
     """Pixel unshuffle of a ``channels``-channel input, exported without a 6-D Transpose.
 
     The TorchScript exporter writes ``pixel_unshuffle`` as Reshape, a 6-D
-    Transpose and Reshape; onnxruntime's CPU Transpose took 7 of the lite
-    generator's 87 ms per frame on the development machine (the identity and
-    style encoders' 256x256 inputs). SpaceToDepth and a Gather over 48-144
-    channels give the same tensor, exactly; TensorRT parses both.
+    Transpose and Reshape, slow in onnxruntime's CPU Transpose on the
+    identity and style encoders' 256x256 inputs. SpaceToDepth and a Gather
+    over 48-144 channels give the same tensor, exactly, and made the lite
+    generator 4 to 7% cheaper per face (``docs/benchmarks.md``); TensorRT
+    parses both.
     """
 
     def __init__(self, factor: int, channels: int) -> None:
@@ -250,7 +251,7 @@ class StyleEncoder(nn.Module):
         if not self.colour_hint:
             return code
         weights = masks
-        for _ in range(self.colour_squarings):  # m**4 as (m*m)**2: a generic Pow cost 2 ms per frame on a CPU
+        for _ in range(self.colour_squarings):  # m**4 as (m*m)**2: two Muls, not onnxruntime's generic Pow
             weights = weights * weights
         return torch.cat([code, self.region_means(x, weights).flatten(1)], dim=1)
 

@@ -109,8 +109,7 @@ def skin_interior(masks: np.ndarray) -> np.ndarray:
     A 3x3 Laplacian beside the lip line measures the line's contrast, and
     lipstick changes that contrast by design: pale lips on dark skin read as
     texture added (lite v4 on the warm-light Obama clip: 1.05 on the whole
-    core, 1.00 beyond the band; a lip edge sharpened to the lip line, 1.2 on
-    the core). The band is left out, as the independent judge leaves out a
+    core, 1.00 beyond the band; ``docs/eval.md``). The band is left out, as the independent judge leaves out a
     margin round the lips and eyes; the skin shift keeps the whole core, so
     colour spilling past an edge still counts there.
     """
