@@ -93,3 +93,33 @@ def test_lipstick_stops_at_the_lip_line_and_eye_shadow_keeps_its_ramp(crop_landm
     fade = (e > 0) & (e < 0.5)
     assert fade.any() and np.allclose(shadow[fade], 2 * e[fade])
     assert not shadow[e == 0].any()
+
+
+def _polygon(points: np.ndarray, size: int = 256) -> np.ndarray:
+    canvas = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(canvas, [np.round(points).astype(np.int32)], 1)
+    return canvas > 0
+
+
+def test_the_line_where_the_lips_meet_stays_bare(crop_landmarks: np.ndarray) -> None:
+    """No lipstick on the mouth's opening nor on the pixel round it (the shadow where the lips meet)."""
+    lips = masks.sharp_weight(masks.region_masks(crop_landmarks, 256)[masks.LIPS], masks.LIPS)
+    opening = _polygon(crop_landmarks[masks.LIPS_INNER])
+    rim = cv2.dilate(opening.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    rim &= ~opening
+    assert rim.sum() > 100 and lips[rim].mean() < 0.05 and lips[rim].max() < 0.5  # pixel stairs: not 0 everywhere
+    # ... and the lips themselves are painted a little further in.
+    near = cv2.dilate(opening.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    assert lips[near & ~rim & ~opening].max() > 0.9
+
+
+def test_a_thin_lip_is_covered_in_full(crop_landmarks: np.ndarray) -> None:
+    """The still's lower lip is 5 px tall at 256 px: most of it is fully covered, not a half-tinted strip."""
+    lm = crop_landmarks
+    assert 3 < lm[17][1] - lm[14][1] < 7  # the lower lip's height in this still
+    lips = masks.sharp_weight(masks.region_masks(lm, 256)[masks.LIPS], masks.LIPS)
+    x = int(round((lm[17][0] + lm[14][0]) / 2))
+    column = lips[int(lm[14][1]):int(lm[17][1]) + 1, x]
+    assert (column >= 0.99).sum() >= 2
+    vermilion = _polygon(lm[masks.LIPS_OUTER]) & ~_polygon(lm[masks.LIPS_INNER])
+    assert lips[vermilion].mean() > 0.3

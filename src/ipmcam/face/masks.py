@@ -37,6 +37,10 @@ CREASE = 0.5
 CORNER_WRAP = 0.12
 #: how gradually the eye-shadow region itself thins out from the lash line to the crease (``lid_profile``)
 LID_FADE = 0.4
+#: how far past the line between the lips no colour lands, as a fraction of the crop side (1 px at 256)
+MOUTH_LINE_MARGIN = 1.0 / 256
+#: the lips' feather as a share of the other regions': a lower lip 5 px tall at 256 px is covered in full
+LIPS_FEATHER = 0.5
 #: slope of ``edge_weight``'s ramp across a region's edge (mask 0.5): covered from a mask of 2/3, bare up to 1/3
 SHARP_GAIN = 3.0
 
@@ -152,8 +156,9 @@ def region_masks(landmarks: np.ndarray, size: int, feather: float | None = None)
     # Brow landmarks trace the middle of the hairs: grow them to cover the whole brow.
     grow = max(int(round(size / 64)), 1)
     keep_out = cv2.dilate(brows, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
-    for poly in (LIPS_INNER, EYE_A, EYE_B):
+    for poly in (EYE_A, EYE_B):
         _fill(keep_out, lm[poly])
+    keep_out = np.maximum(keep_out, _mouth_line(lm, size))
 
     lips = np.zeros_like(keep_out)
     _fill(lips, lm[LIPS_OUTER])
@@ -175,11 +180,34 @@ def region_masks(landmarks: np.ndarray, size: int, feather: float | None = None)
     skin = np.clip(skin - keep_out - lips - shadow, 0, 1)
     stack = np.stack([lips, shadow, skin])
     if sigma > 0:
-        k = int(2 * np.ceil(3 * sigma) + 1)
-        stack = np.stack([cv2.GaussianBlur(m, (k, k), sigma) for m in stack])
+        # The lips are feathered less: a Gaussian as wide as the other regions' never lets a thin lip reach
+        # the cover of ``edge_weight`` (2/3), and lipstick covers a thin lip as fully as a full one.
+        feathers = [sigma * LIPS_FEATHER if channel == LIPS else sigma for channel in range(len(stack))]
+        stack = np.stack([_feather(m, s) for m, s in zip(stack, feathers)])
         # Feathering must not bleed into the eyes, mouth or brows.
-        stack *= 1.0 - cv2.GaussianBlur(keep_out, (k, k), sigma / 2)
+        stack *= 1.0 - _feather(keep_out, sigma / 2)
     return np.clip(stack, 0.0, 1.0).astype(np.float32)
+
+
+def _feather(mask: np.ndarray, sigma: float) -> np.ndarray:
+    """A Gaussian blur of ``sigma`` px over three sigmas each side."""
+    k = int(2 * np.ceil(3 * sigma) + 1)
+    return cv2.GaussianBlur(mask, (k, k), sigma)
+
+
+def _mouth_line(lm: np.ndarray, size: int) -> np.ndarray:
+    """The mouth's opening grown by ``MOUTH_LINE_MARGIN``: the dark line where the lips meet stays the person's own.
+
+    Lipstick covers the lips, not the shadow between them. Colour reaching
+    over that line lightens it, and with a pale lipstick the mouth loses its
+    shape: identity distance on held-out webcam frames (``docs/eval.md``).
+    """
+    mouth = np.zeros((size, size), np.float32)
+    _fill(mouth, lm[LIPS_INNER])
+    reach = round(size * MOUTH_LINE_MARGIN)
+    if reach < 1:
+        return mouth
+    return cv2.dilate(mouth, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1)))
 
 
 def union(masks: np.ndarray) -> np.ndarray:
