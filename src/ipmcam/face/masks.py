@@ -204,9 +204,7 @@ def _mouth_line(lm: np.ndarray, size: int) -> np.ndarray:
     """
     mouth = np.zeros((size, size), np.float32)
     _fill(mouth, lm[LIPS_INNER])
-    reach = round(size * MOUTH_LINE_MARGIN)
-    if reach < 1:
-        return mouth
+    reach = round(size * MOUTH_LINE_MARGIN)  # 0 below 128 px: a 1x1 element leaves the opening as it is
     return cv2.dilate(mouth, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1)))
 
 
