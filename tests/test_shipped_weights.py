@@ -27,3 +27,18 @@ def test_shipped_model_changes_only_the_makeup_regions(aligned_faces) -> None:
         assert not delta[outside].any()
         assert np.abs(delta[~outside]).mean() > 1.0  # and it does paint inside
         engine.close()
+
+
+def test_onnxruntime_sessions_sleep_instead_of_spinning() -> None:
+    """Idle workers must not busy-wait on the cores the video threads (or the INT8 report's other session) need."""
+    from ipmcam.calibration.report import session
+    from ipmcam.engines.onnx_backend import ALLOW_SPINNING, OnnxBackend
+
+    manifest = read_manifest(default_model_dir("lite"))
+    backend = OnnxBackend(manifest, "int8", providers=["CPUExecutionProvider"], threads=2)
+    report_session = session(manifest.path("generator.onnx"), 2)
+    for opened in (backend.style_session, backend.generator_session, report_session):
+        options = opened.get_session_options()
+        assert options.get_session_config_entry(ALLOW_SPINNING) == "0"
+        assert options.intra_op_num_threads == 2
+    backend.close()

@@ -13,9 +13,13 @@ never seen by calibration), each crop made up with a held-out reference:
 * whether pixels outside the masks stay bit-identical to the input.
 
 Speed: onnxruntime sessions set up as the engine sets them up (full graph
-optimisation, sequential, ``threads`` intra-op threads), fp32 and INT8 runs
-interleaved so both see the same machine load, warm-up runs excluded, median
-of N (with quartiles).
+optimisation, sequential, ``threads`` intra-op threads, workers that sleep
+rather than spin), fp32 and INT8 runs interleaved so both see the same
+machine load, warm-up runs excluded, median of N (with quartiles).
+Interleaving is only fair because the workers sleep: a spinning session
+keeps busy-waiting on the cores for a while after its run, which is when the
+other session runs (with two threads on two cores, that added 20 to 40 ms
+to the interleaved runs; docs/benchmarks.md).
 """
 from __future__ import annotations
 
