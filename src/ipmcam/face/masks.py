@@ -154,11 +154,10 @@ def region_masks(landmarks: np.ndarray, size: int, feather: float | None = None)
     for poly in (BROW_A, BROW_B):
         _fill(brows, lm[poly])
     # Brow landmarks trace the middle of the hairs: grow them to cover the whole brow.
-    grow = max(int(round(size / 64)), 1)
-    keep_out = cv2.dilate(brows, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1, 2 * grow + 1)))
+    keep_out = grow(brows, max(int(round(size / 64)), 1))
     for poly in (EYE_A, EYE_B):
         _fill(keep_out, lm[poly])
-    keep_out = np.maximum(keep_out, _mouth_line(lm, size))
+    np.maximum(keep_out, _mouth_line(lm, size), out=keep_out)
 
     lips = np.zeros_like(keep_out)
     _fill(lips, lm[LIPS_OUTER])
@@ -204,8 +203,12 @@ def _mouth_line(lm: np.ndarray, size: int) -> np.ndarray:
     """
     mouth = np.zeros((size, size), np.float32)
     _fill(mouth, lm[LIPS_INNER])
-    reach = round(size * MOUTH_LINE_MARGIN)  # 0 below 128 px: a 1x1 element leaves the opening as it is
-    return cv2.dilate(mouth, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1)))
+    return grow(mouth, round(size * MOUTH_LINE_MARGIN))  # 0 below 128 px: the opening as it is
+
+
+def grow(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``mask`` dilated by a disc of ``radius`` px (0: unchanged, a 1x1 element)."""
+    return cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
 
 
 def union(masks: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ipmcam.face.masks import grow
 from ipmcam.ipmnet.color import delta_e2000, robust_colour, to_lab
 
 REGIONS = ("lips", "eye_shadow", "skin")  # face.masks.MASK_CHANNELS order
@@ -63,8 +64,7 @@ def outside_face(shape: tuple[int, ...], landmarks: np.ndarray, margin: float = 
     cv2.fillConvexPoly(face, np.round(cv2.convexHull(pts.astype(np.float32))[:, 0] * 16).astype(np.int32), 1,
                        lineType=cv2.LINE_8, shift=4)
     r = int(math.ceil(margin * float(np.ptp(pts, axis=0).max()))) + 2
-    face = cv2.dilate(face, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
-    return face == 0
+    return grow(face, r) == 0
 
 
 class FlickerMeter:
