@@ -176,8 +176,32 @@ def test_quantize_writes_a_valid_qdq_graph_registered_in_the_manifest(model_dir,
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
     zero_points = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
     assert all(z.dtype == np.int8 and not z.any() for z in zero_points)
-    # onnxruntime fuses every quantized convolution into QLinearConv
+    # onnxruntime fuses every quantized convolution into QLinearConv, and runs the Relus between two of them
+    # (LeakyRelu with slope 0, quantized) as int8 lookups: no float Relu left there
+    relus = report["int8_relus"]
+    assert len(relus) == 6 and set(relus) <= set(report["quantized_nodes"])
     assert report["onnxruntime_ops"].get("QLinearConv", 0) == len([n for n in report["quantized_nodes"] if "Conv" in n])
+    assert report["onnxruntime_ops"].get("QLinearLeakyRelu", 0) == len(relus)
+    leaky = [n for n in model.graph.node if n.op_type == "LeakyRelu"]
+    assert sorted(n.name for n in leaky) == sorted(relus)
+    assert all(a.f == 0.0 for n in leaky for a in n.attribute if a.name == "alpha")
+
+
+def test_only_relus_between_two_quantized_convolutions_become_int8_lookups(model_dir) -> None:
+    from ipmcam.calibration.quantize import int8_relus
+
+    model = onnx.load(str(model_dir / "generator.onnx"))
+    keep = float_nodes(model)
+    relus = int8_relus(model, keep)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    assert len(relus) == 6 and all(producers[n.input[0]].op_type == "Conv" for n in model.graph.node if n.name in relus)
+    # the identity encoder's first Relu also feeds a skip connection (a float Add): it stays a Relu
+    assert "/enc_id/net/net.1/net.1.1/Relu" not in relus
+    assert sum(n.op_type == "Relu" for n in model.graph.node) > 0
+    # a convolution kept float keeps its Relus float
+    fresh = onnx.load(str(model_dir / "generator.onnx"))
+    convs = {producers[n.input[0]].name for n in model.graph.node if n.name in relus}
+    assert int8_relus(fresh, {**keep, **{c: "excluded by request" for c in convs}}) == []
 
 
 def test_excluded_nodes_stay_float(model_dir, quantized) -> None:
@@ -239,19 +263,50 @@ def test_int8_runs_in_onnxruntime_close_to_fp32(model_dir, quantized, aligned_fa
 def test_report_measures_quality_and_latency(model_dir, quantized, calib_set) -> None:
     from ipmcam.calibration.report import ReportSettings, build_report, compare_outputs, format_report
 
-    report = build_report(model_dir, calib_set, ReportSettings(runs=3, warmup=1, threads=(1,), max_crops=4))
+    report = build_report(model_dir, calib_set,
+                          ReportSettings(runs=3, warmup=1, threads=(1,), max_crops=4, profile=True))
     q = report["quality"]
     assert q["crops"] == 4 and q["background_exact"] and 25 < q["psnr_makeup_region_db"] < q["psnr_db"] < 80
     lat = report["latency"]["threads1_batch1"]
     assert lat["fp32"]["runs"] == lat["int8"]["runs"] == 3 and lat["speedup"] > 0 and lat["speedup_paired"] > 0
     assert set(report["targets"]) == {"speedup_batch1", "psnr_db", "lips_delta_e_gap", "background_exact"}
     assert "latency threads1_batch1" in format_report(report)
+    # the kernel profile: both graphs' convolutions timed, int8's quantize nodes counted
+    k = lat["kernels"]
+    assert k["runs"] == 3 and "ceiling x" in format_report(report)
+    assert k["kernel_ms"]["fp32"]["quantize"] == 0 < k["kernel_ms"]["int8"]["quantize"]
+    assert all(k["kernel_ms"][p]["conv"] > k["kernel_ms"][p]["other"] > 0 for p in ("fp32", "int8"))
     # identical outputs: infinite PSNR and no lip colour gap
     x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 32, 32)).astype(np.float32)
     m = np.zeros((2, 3, 32, 32), np.float32)
     m[:, 0, 8:24, 8:24] = 1
     same = compare_outputs(x, x, x, m, np.zeros((2, 3), np.float32))
     assert same["psnr_db"] == float("inf") and same["lips_delta_e_gap"] == 0 and same["max_abs_error"] == 0
+
+
+def test_kernel_profile_counts_later_runs_per_class_and_bounds_the_speedup() -> None:
+    from ipmcam.calibration.kernel_profile import kernel_ms_per_run, op_class, speedups
+
+    def run(ts: int) -> dict:
+        return {"cat": "Session", "name": "model_run", "ts": ts, "dur": 100}
+
+    def kernel(ts: int, op: str, dur: int) -> dict:
+        return {"cat": "Node", "name": f"n{ts}_kernel_time", "ts": ts, "dur": dur, "args": {"op_name": op}}
+
+    events = [run(0), kernel(10, "Conv", 5000),  # warm-up run: left out
+              run(1000), kernel(1010, "QLinearConv", 3000), kernel(1050, "QuantizeLinear", 500),
+              {"cat": "Node", "name": "n_fence_before", "ts": 1060, "dur": 9, "args": {"op_name": "Add"}},
+              run(2000), kernel(2010, "QLinearConv", 1000), kernel(2020, "Transpose", 400), kernel(2030, "Add", 200),
+              kernel(5000, "Conv", 7000)]  # outside every run
+    assert kernel_ms_per_run(events, skip_runs=1) == {"conv": 2.0, "layout": 0.2, "quantize": 0.25, "other": 0.1}
+    with pytest.raises(ValueError, match="no run after the first 3"):
+        kernel_ms_per_run(events, skip_runs=3)
+    assert [op_class(o) for o in ("Conv", "ReorderOutput", "DequantizeLinear", "InstanceNormalization")] == [
+        "conv", "layout", "quantize", "other"]
+    # fp32 40 ms of which 30 conv; int8 convs 15 ms: the best int8 could do is 40 / (10 + 15)
+    s = speedups({"conv": 30.0, "layout": 2.0, "quantize": 0.0, "other": 8.0},
+                 {"conv": 15.0, "layout": 2.0, "quantize": 3.0, "other": 8.0})
+    assert s == {"conv_speedup": 2.0, "kernel_speedup": round(40 / 28, 3), "ceiling": 1.6, "conv_share_fp32": 0.75}
 
 
 # --------------------------------------------------------------------------- TensorRT implicit calibration

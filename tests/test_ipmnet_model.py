@@ -9,7 +9,13 @@ torch = pytest.importorskip("torch")
 from ipmcam.errors import EngineError  # noqa: E402
 from ipmcam.face.masks import EYE_SHADOW, LIPS, SKIN  # noqa: E402
 from ipmcam.ipmnet.config import CONFIGS, IPMNetConfig, get_config  # noqa: E402
-from ipmcam.ipmnet.networks import AdaIN, MultiScaleDiscriminator, build_generator, count_parameters  # noqa: E402
+from ipmcam.ipmnet.networks import (  # noqa: E402
+    AdaIN,
+    MultiScaleDiscriminator,
+    build_generator,
+    count_parameters,
+    with_ones_plane,
+)
 from ipmcam.ipmnet.preprocess import Preprocess, channel_gates, region_gate, union_mask  # noqa: E402
 from ipmcam.ipmnet.weights import load_weights, save_weights  # noqa: E402
 
@@ -176,7 +182,7 @@ def test_region_adain_puts_each_regions_style_where_its_mask_is() -> None:
     layout = torch.zeros(1, regions, 4, 4)
     layout[0, LIPS, :2] = 1.0  # top half: lips; bottom-left quarter: nothing; bottom-right: half skin
     layout[0, SKIN, 2:, 2:] = 0.5
-    out = norm(x, params, layout)
+    out = norm(x, params, with_ones_plane(layout))
     plain = torch.nn.functional.instance_norm(x)
     lips = plain[..., :2, :] * (1 + gamma[0, LIPS].view(1, -1, 1, 1)) + beta[0, LIPS].view(1, -1, 1, 1)
     torch.testing.assert_close(out[..., :2, :], lips)

@@ -9,6 +9,8 @@
   precision-sensitive parts of the graph kept in float.
 * ``calibration.report``: INT8 against fp32 on held-out faces (PSNR, max
   error, lip colour difference) and generator latency, measured in one run.
+* ``calibration.kernel_profile``: kernel time per operator class of both
+  graphs (``report --profile``) and the most INT8 can gain on this CPU.
 * ``calibration.cli``: ``ipmcam calibrate build-set | quantize | report``.
 
 Nothing here imports torch; onnxruntime and mediapipe are imported by the

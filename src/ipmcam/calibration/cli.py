@@ -76,6 +76,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             reduce_range=args.reduce_range, percentile=args.percentile, samples=args.samples, batch=args.batch,
             float_output_conv=args.float_output_conv, float_input_conv=args.float_input_conv,
             quantize_resize=not args.float_resize, convs=args.convs, extra_exclude=tuple(args.exclude or ()),
+            int8_relus=not args.float_relus,
         )
     except ValueError as exc:
         raise _user_error(exc) from None
@@ -105,7 +106,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise _user_error(exc) from None
         held.save(held_path)
     settings = ReportSettings(runs=args.runs, warmup=args.warmup, batches=tuple(args.batch),
-                              threads=tuple(args.threads), max_crops=args.max_crops)
+                              threads=tuple(args.threads), max_crops=args.max_crops, profile=args.profile)
     try:
         report = build_report(model_dir, held, settings)
     except ValueError as exc:
@@ -168,6 +169,9 @@ def register(sub: Any) -> None:
     q.add_argument("--float-output-conv", action="store_true", help="keep the decoder's output convolution float")
     q.add_argument("--float-input-conv", action="store_true", help="keep the identity encoder's first convolution float")
     q.add_argument("--float-resize", action="store_true", help="keep the upsampling float")
+    q.add_argument("--float-relus", action="store_true",
+                   help="run the Relus between quantized convolutions in float (dequantize, Relu, quantize) "
+                        "instead of as int8 lookups")
     q.add_argument("--exclude", action="append", help="another node name to keep float (repeatable)")
     q.add_argument("--no-register", action="store_true", help="do not add generator.int8.onnx to manifest.json")
     q.set_defaults(handler=cmd_quantize)
@@ -181,5 +185,8 @@ def register(sub: Any) -> None:
     r.add_argument("--batch", type=int, nargs="+", default=[1], help="batch sizes to time (default 1)")
     r.add_argument("--threads", type=int, nargs="+", default=[0], help="intra-op threads to time (0: physical cores)")
     r.add_argument("--max-crops", type=int, default=64, help="held-out crops compared (default 64)")
+    r.add_argument("--profile", action="store_true",
+                   help="also time the kernels per operator class (onnxruntime profiler) and the speed-up INT8 "
+                        "could reach at most on this CPU")
     r.add_argument("--out", type=Path, help="report JSON (default MODEL_DIR/int8_report.json)")
     r.set_defaults(handler=cmd_report)

@@ -8,6 +8,9 @@ What is quantized, and why (see ``float_nodes``):
   onnxruntime fuses DequantizeLinear -> Conv -> QuantizeLinear into
   QLinearConv and runs Resize directly on int8; TensorRT parses the same
   Q/DQ pairs as explicit quantization.
+* The Relus between two quantized convolutions, as LeakyRelu with slope 0
+  (``int8_relus``): onnxruntime runs them as int8 lookups instead of a
+  dequantize, a float Relu and a quantize.
 * Everything else stays float: the IPM-Net preprocessing (mask union, grey
   fill, texture high-pass), the style mix, the final composition
   ``clamp(r + u * residual)`` (so pixels outside the masks stay bit-identical
@@ -21,9 +24,8 @@ What is quantized, and why (see ``float_nodes``):
 
 Activations are symmetric int8 and weights symmetric per-channel int8 by
 default: the format TensorRT's explicit quantization needs (zero point 0).
-``uint8`` activations are available for onnxruntime-only deployments; on an
-x86 CPU without VNNI they were not measurably faster once every convolution
-fuses (the Relus that symmetric int8 keeps are cheap next to the rest).
+``uint8`` activations are available for onnxruntime-only deployments
+(onnxruntime folds their Relus into the quantization's clamp).
 
 What decides the speed on onnxruntime's CPU provider (x86 AVX2 without
 VNNI): QLinearConv beats the fp32 convolution on dense convolutions over
@@ -65,8 +67,8 @@ LEARNED_PREFIXES = ("/enc_id/", "/enc_style/", "/dec/", "/mlp/")
 METHODS = ("entropy", "percentile", "minmax")
 ACTIVATION_TYPES = ("int8", "uint8")
 CONV_POLICIES = ("all", "pointwise")
-#: op types that get Q/DQ; everything else stays float
-QUANTIZED_OPS = ("Conv", "Resize")
+#: op types that get Q/DQ; everything else stays float (LeakyRelu: see ``int8_relus``)
+QUANTIZED_OPS = ("Conv", "Resize", "LeakyRelu")
 INT8_FILE = "generator.int8.onnx"
 #: reason given to the nodes outside the learned networks; only these get their float inputs back
 GLUE = "preprocessing / style mix / composition (exact background)"
@@ -93,6 +95,8 @@ class QuantizeSettings:
     #: CPU without VNNI (depthwise, 3-channel and 3-output convolutions run slower in int8 there)
     convs: str = "all"
     extra_exclude: tuple[str, ...] = ()
+    #: run the Relus between two quantized convolutions on the int8 tensor (``int8_relus``); int8 only
+    int8_relus: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -173,6 +177,35 @@ def float_nodes(model: Any, settings: QuantizeSettings | None = None) -> dict[st
     for name in settings.extra_exclude:
         keep[name] = "excluded by request"
     return keep
+
+
+def int8_relus(model: Any, keep: dict[str, str]) -> list[str]:
+    """Turn each Relu between two quantized convolutions into LeakyRelu with slope 0; returns their names.
+
+    onnxruntime has no int8 Relu. In a symmetric-int8 graph (zero point 0,
+    so the Relu cannot fold into the quantization's clamp) it runs
+    DequantizeLinear, a float Relu and QuantizeLinear between the two
+    convolutions: three passes over the tensor, the first and the last
+    parallelised across the cores. LeakyRelu with slope 0 is the same
+    function, and onnxruntime runs its Q/DQ group as one QLinearLeakyRelu, a
+    256-entry lookup on the int8 tensor, giving the same values; TensorRT
+    reads it as the same activation. Only Relus fed by a convolution and
+    read by convolutions alone, none kept float: a Relu also read by a float
+    node (a skip connection) keeps its float output.
+    """
+    from onnx import helper
+
+    producers, consumers = _producers(model.graph), _consumers(model.graph)
+    names = []
+    for node in model.graph.node:
+        source = producers.get(node.input[0]) if node.op_type == "Relu" else None
+        readers = consumers.get(node.output[0], []) if source is not None else []
+        if (source is not None and source.op_type == "Conv" and source.name not in keep and node.name not in keep
+                and readers and all(r.op_type == "Conv" and r.name not in keep for r in readers)):
+            node.op_type = "LeakyRelu"
+            node.attribute.append(helper.make_attribute("alpha", 0.0))
+            names.append(node.name)
+    return names
 
 
 def restore_float_inputs(model: Any, quantized: set[str]) -> int:
@@ -303,9 +336,12 @@ def quantize_model(fp32_path: Path, out_path: Path, calib: CalibrationSet,
         preprocess_graph(fp32_path, pre)
         model = onnx.load(str(pre))
         keep = float_nodes(model, settings)
+        symmetric = settings.activation_type == "int8"
+        relus = int8_relus(model, keep) if settings.int8_relus and symmetric else []
+        if relus:
+            onnx.save(model, str(pre))
         method = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
                   "minmax": CalibrationMethod.MinMax}[settings.method]
-        symmetric = settings.activation_type == "int8"
         # One batch per calibration step keeps memory bounded (see SetReader).
         extra: dict[str, Any] = {"ActivationSymmetric": symmetric, "WeightSymmetric": True, "CalibStridedMinMax": 1}
         if settings.method == "percentile":
@@ -349,6 +385,7 @@ def quantize_model(fp32_path: Path, out_path: Path, calib: CalibrationSet,
                         if any(n.name == name and n.op_type in QUANTIZED_OPS + ("InstanceNormalization",)
                                for n in model.graph.node)},
         "float_inputs_restored": rewired,
+        "int8_relus": relus,
         "qdq_nodes": counts.get("QuantizeLinear", 0) + counts.get("DequantizeLinear", 0),
         "tensorrt_compatible": symmetric,
     }

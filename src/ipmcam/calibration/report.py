@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ipmcam.calibration import kernel_profile
 from ipmcam.calibration.quantize import INT8_FILE, psnr
 from ipmcam.engines.calibration_set import CalibrationSet
 from ipmcam.engines.onnx_backend import physical_cores, session_options
@@ -52,6 +53,7 @@ class ReportSettings:
     batches: tuple[int, ...] = (1,)
     threads: tuple[int, ...] = (0,)  # 0: the engine's default (physical cores)
     max_crops: int = 64
+    profile: bool = False  # also kernel time per operator class and the INT8 ceiling (calibration.kernel_profile)
 
 
 def session(path: Path, threads: int) -> Any:
@@ -157,6 +159,8 @@ def build_report(model_dir: Path, held_out: CalibrationSet, settings: ReportSett
             r["speedup"] = round(r["fp32"]["median_ms"] / r["int8"]["median_ms"], 3)
             # Ratio of the two runs of each round, then the median: robust to load that drifts during the run.
             r["speedup_paired"] = round(float(np.median(np.array(times["fp32"]) / np.array(times["int8"]))), 3)
+            if settings.profile:
+                r["kernels"] = kernel_profile.profile(paths, feeds, t, settings.runs, settings.warmup)
             speed[f"threads{t}_batch{batch}"] = r
     default = speed.get(f"threads{physical_cores()}_batch1") or next(iter(speed.values()))
     checks = {
@@ -215,6 +219,12 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"latency {key}: fp32 {r['fp32']['median_ms']} ms, int8 {r['int8']['median_ms']} ms "
                      f"(median of {r['fp32']['runs']}; fastest {r['fp32']['min_ms']} / {r['int8']['min_ms']} ms), "
                      f"speed-up x{r['speedup']} (paired x{r['speedup_paired']})")
+        if "kernels" in r:
+            k = r["kernels"]
+            fp32, int8 = (", ".join(f"{c} {v:.1f}" for c, v in k["kernel_ms"][p].items()) for p in ("fp32", "int8"))
+            lines.append(f"  kernel ms per run: fp32 {fp32}; int8 {int8}")
+            lines.append(f"  convolutions x{k['conv_speedup']} ({k['conv_share_fp32']:.0%} of fp32), all kernels "
+                         f"x{k['kernel_speedup']}, ceiling x{k['ceiling']} (int8 changing only the convolutions)")
     for name, c in report["targets"].items():
         lines.append(f"  {'met    ' if c['met'] else 'NOT met'} {name}: {c['value']} (target {c['target']})")
     return "\n".join(lines)

@@ -29,8 +29,10 @@ import logging
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
+from onnx import numpy_helper
 from torch import nn
 
 from ipmcam.ipmnet.config import CONFIGS, IPMNetConfig, get_config
@@ -97,6 +99,71 @@ def _pin_sizes(model: onnx.ModelProto, size: int, style_dim: int) -> None:
             dims[axis].dim_value = length
 
 
+def _constant_array(model: onnx.ModelProto, name: str) -> np.ndarray | None:
+    """The value of tensor ``name`` if an initializer or a Constant node holds it."""
+    for init in model.graph.initializer:
+        if init.name == name:
+            return numpy_helper.to_array(init)
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output[0] == name:
+            value = next((a.t for a in node.attribute if a.name == "value"), None)
+            return None if value is None else numpy_helper.to_array(value)
+    return None
+
+
+def _folds_into_convs(gather: onnx.NodeProto, order: np.ndarray | None, users: dict[str, list[onnx.NodeProto]],
+                      initializers: dict[str, onnx.TensorProto]) -> bool:
+    """Whether ``gather`` permutes channels (axis 1, a constant permutation ``order``) and only plain
+    convolutions read it, as their data input, each with weights of its own."""
+    axis = next((a.i for a in gather.attribute if a.name == "axis"), 0)
+    if axis != 1 or order is None or order.ndim != 1 or sorted(order.tolist()) != list(range(len(order))):
+        return False
+    readers = users.get(gather.output[0], [])
+    return bool(readers) and all(
+        r.op_type == "Conv" and r.input[0] == gather.output[0] and gather.output[0] not in r.input[1:]
+        and r.input[1] in initializers and len(users[r.input[1]]) == 1
+        and next((a.i for a in r.attribute if a.name == "group"), 1) == 1
+        and initializers[r.input[1]].dims[1] == len(order) for r in readers)
+
+
+def fold_channel_gathers(model: onnx.ModelProto) -> int:
+    """Fold a channel permutation (Gather on axis 1) read only by convolutions into their weights.
+
+    ``Unshuffle`` exports as SpaceToDepth plus a Gather that restores torch's
+    channel order; the convolution after it can read SpaceToDepth's order
+    instead if its weights' input channels are permuted the same way:
+    ``sum_k W[:, k] x[order[k]] = sum_j W'[:, j] x[j]`` with
+    ``W'[:, order[k]] = W[:, k]``. That drops a copy of the encoders'
+    144- and 96-channel 64x64 inputs from every frame, in every precision,
+    and INT8 quantizes the same convolution. Returns how many Gathers went.
+    """
+    graph = model.graph
+    initializers = {i.name: i for i in graph.initializer}
+    users: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    folded = []
+    for gather in (n for n in graph.node if n.op_type == "Gather"):
+        order = _constant_array(model, gather.input[1])
+        if not _folds_into_convs(gather, order, users, initializers):
+            continue
+        for conv in users[gather.output[0]]:
+            init = initializers[conv.input[1]]
+            weight = numpy_helper.to_array(init)
+            permuted = np.empty_like(weight)
+            permuted[:, order] = weight
+            init.CopyFrom(numpy_helper.from_array(permuted, init.name))
+            conv.input[0] = gather.input[0]
+        folded.append(gather)
+    for gather in folded:
+        graph.node.remove(gather)
+    used = {name for n in graph.node for name in n.input}
+    for node in [n for n in graph.node if n.op_type == "Constant" and n.output[0] not in used]:
+        graph.node.remove(node)
+    return len(folded)
+
+
 def _export(
     module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: list[str], outputs: list[str],
     cfg: IPMNetConfig,
@@ -126,6 +193,7 @@ def _export(
             dynamo=False,
         )
     model = onnx.load(str(path))
+    fold_channel_gathers(model)
     _pin_sizes(model, cfg.crop_size, cfg.style_dim)
     del model.graph.value_info[:]  # traced with symbolic sizes: infer the pinned ones afresh
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)

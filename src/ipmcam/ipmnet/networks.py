@@ -47,6 +47,11 @@ def spatial_conv(c_in: int, c_out: int, kernel: int, stride: int, separable: boo
     )
 
 
+def with_ones_plane(layout: torch.Tensor) -> torch.Tensor:
+    """Region masks (N, R, H, W) followed by a plane of ones: (N, R + 1, H, W) (see ``AdaIN.forward``)."""
+    return F.pad(layout, (0, 0, 0, 0, 0, 1), value=1.0)  # one Pad node; no shape arithmetic in the graph
+
+
 def paint_regions(values: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
     """Per-region vectors (N, R, C) spread over an image by its region masks (N, R, H, W): (N, C, H, W),
     each pixel the mask-weighted sum ``sum_k m_k(p) values_k``.
@@ -109,7 +114,8 @@ class Unshuffle(nn.PixelUnshuffle):
     identity and style encoders' 256x256 inputs. SpaceToDepth and a Gather
     over 48-144 channels give the same tensor, exactly, and made the lite
     generator 4 to 7% cheaper per face (``docs/benchmarks.md``); TensorRT
-    parses both.
+    parses both. The export then folds the Gather into the convolution that
+    reads it (``ipmnet.export.fold_channel_gathers``).
     """
 
     def __init__(self, factor: int, channels: int) -> None:
@@ -147,13 +153,22 @@ class AdaIN(nn.Module):
         return 2 * self.channels * max(1, self.regions)
 
     def forward(self, x: torch.Tensor, params: torch.Tensor, layout: torch.Tensor | None = None) -> torch.Tensor:
-        """``layout``: the region masks at x's resolution, (N, regions, H, W); only with ``regions``."""
+        """``layout``: only with ``regions``, the region masks at x's resolution followed by a plane of
+        ones, (N, regions + 1, H, W) (``with_ones_plane``).
+
+        The ones plane paints the ``1 +`` of the scale in the same product as
+        the regions' scales, ``1 + sum_k m_k gamma_k = sum_k m_k gamma_k + 1 * 1``,
+        which saves onnxruntime an Add over the (C, H, W) map in each of the
+        decoder's six AdaIN layers (docs/benchmarks.md has the whole graph's gain).
+        """
         if not self.regions:
             gamma, beta = params.unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
-        else:
-            per_region = params.reshape(-1, 2, self.regions, self.channels)  # (N, scale/shift, R, C)
-            gamma, beta = paint_regions(per_region[:, 0], layout), paint_regions(per_region[:, 1], layout)
-        return self.norm(x) * (1.0 + gamma) + beta
+            return self.norm(x) * (1.0 + gamma) + beta
+        per_region = params.reshape(-1, 2, self.regions, self.channels)  # (N, scale/shift, R, C)
+        # a row of ones (scale) or zeros (shift) for the ones plane, as Pad nodes of constant size
+        scale = paint_regions(F.pad(per_region[:, 0], (0, 0, 0, 1), value=1.0), layout)
+        shift = paint_regions(F.pad(per_region[:, 1], (0, 0, 0, 1)), layout)
+        return self.norm(x) * scale + shift
 
 
 class AdaINResBlock(nn.Module):
@@ -172,7 +187,8 @@ class AdaINResBlock(nn.Module):
         return self.norm1.n_params + self.norm2.n_params
 
     def forward(self, x: torch.Tensor, params: torch.Tensor, layout: torch.Tensor | None = None) -> torch.Tensor:
-        p1, p2 = params.chunk(2, dim=1)
+        # sizes as constants: ``chunk`` traces into shape arithmetic that onnxruntime runs every frame
+        p1, p2 = params.split([self.norm1.n_params, self.norm2.n_params], dim=1)
         h = F.relu(self.norm1(self.conv1(x), p1, layout))
         return x + self.norm2(self.conv2(h), p2, layout)
 
@@ -316,8 +332,8 @@ class Decoder(nn.Module):
 
     def forward(self, code: torch.Tensor, adain_params: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         h = code
-        # region-wise AdaIN: each region's share of every code cell, (N, R, h, w)
-        layout = F.avg_pool2d(masks, self.code_scale) if self.regions else None
+        # region-wise AdaIN: each region's share of every code cell, (N, R, h, w), and the plane of ones
+        layout = with_ones_plane(F.avg_pool2d(masks, self.code_scale)) if self.regions else None
         sizes = [block.n_params for block in self.blocks]
         for block, params in zip(self.blocks, adain_params.split(sizes, dim=1)):
             h = block(h, params, layout)

@@ -44,14 +44,29 @@ from ipmcam.face.regions import LIPS
 LUMA_BGR = (0.114, 0.587, 0.299)
 
 
+def channel_max(planes: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Per-pixel maximum of (N, 1, H, W) planes, as a chain of elementwise maxima.
+
+    Not ``amax`` over a channel axis: onnxruntime's ReduceMax across the
+    channels of a 256x256 map is a strided reduction, slower than the
+    elementwise Max chain, and the generator takes three such maxima per
+    frame (docs/benchmarks.md has the whole graph's gain). Maxima are
+    exact: the result is the same bit for bit.
+    """
+    out = planes[0]
+    for plane in planes[1:]:
+        out = torch.maximum(out, plane)
+    return out
+
+
 def union_mask(masks: torch.Tensor) -> torch.Tensor:
     """Where any makeup may land: the maximum over mask channels, (N, 1, H, W)."""
-    return masks.amax(dim=1, keepdim=True)
+    return channel_max(masks.split(1, dim=1))
 
 
-def channel_gates(masks: torch.Tensor, sharp: bool) -> torch.Tensor:
-    """How much of each pixel each region's colour owns, (N, C, H, W): the masks, or with ``sharp`` the
-    masks through ``face.masks.sharp_weight`` (the lips up to the lip line and not past it, the other
+def channel_gate(masks: torch.Tensor, channel: int, sharp: bool) -> torch.Tensor:
+    """How much of each pixel region ``channel``'s colour owns, (N, 1, H, W): its mask, or with ``sharp``
+    the mask through ``face.masks.sharp_weight`` (the lips up to the lip line and not past it, the other
     regions twice their mask, clipped to 1).
 
     The masks are feathered (a Gaussian of 1% of the side), so on thin lips
@@ -61,20 +76,24 @@ def channel_gates(masks: torch.Tensor, sharp: bool) -> torch.Tensor:
     divide its residual by the mask to undo it. Zero stays zero, so the
     background rule holds as before.
     """
+    mask = masks[:, channel:channel + 1]
     if not sharp:
-        return masks
-    return torch.cat([
-        (SHARP_GAIN * (masks[:, c:c + 1] - 0.5) + 0.5).clamp(0.0, 1.0) if c == LIPS
-        else (2.0 * masks[:, c:c + 1]).clamp(max=1.0)
-        for c in range(masks.shape[1])
-    ], dim=1)
+        return mask
+    if channel == LIPS:
+        return (SHARP_GAIN * (mask - 0.5) + 0.5).clamp(0.0, 1.0)
+    return (2.0 * mask).clamp(max=1.0)
+
+
+def channel_gates(masks: torch.Tensor, sharp: bool) -> torch.Tensor:
+    """``channel_gate`` of every channel, (N, C, H, W)."""
+    return torch.cat([channel_gate(masks, c, sharp) for c in range(masks.shape[1])], dim=1)
 
 
 def region_gate(masks: torch.Tensor, sharp: bool, channels: list[int] | None = None) -> torch.Tensor:
-    """How much of each pixel is the generator's, (N, 1, H, W): the largest of ``channel_gates`` over
+    """How much of each pixel is the generator's, (N, 1, H, W): the largest ``channel_gate`` over
     ``channels`` (None: all of them)."""
-    gates = channel_gates(masks, sharp)
-    return union_mask(gates if channels is None else gates[:, channels])
+    channels = list(range(masks.shape[1])) if channels is None else channels
+    return channel_max([channel_gate(masks, c, sharp) for c in channels])
 
 
 def gaussian_kernel(sigma: float, size: int) -> torch.Tensor:
@@ -105,7 +124,13 @@ class Preprocess(nn.Module):
         self.pad = texture_kernel // 2
 
     def luminance(self, x: torch.Tensor) -> torch.Tensor:
-        return (x * self.luma).sum(dim=1, keepdim=True)
+        """(N, 1, H, W) luminance of x (N, 3, H, W), as a (1 x 3) by (3 x HW) product per image.
+
+        onnxruntime runs that MatMul faster than a Mul by the weights and a
+        ReduceSum across channels.
+        """
+        n, _, h, w = x.shape
+        return torch.matmul(self.luma.view(1, 3), x.flatten(2)).view(n, 1, h, w)
 
     def grey_and_texture(self, lum: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(b, t): the luminance's separable Gaussian blur and what the blur removed.
