@@ -16,12 +16,14 @@ onnxruntime's profiler, per class of operator:
 
 ``ceiling``: the speed-up if INT8 changed nothing but the convolution
 kernels (no quantize/dequantize, the rest as fast as fp32's):
-``fp32 total / (fp32 total - fp32 conv + int8 conv)``. No quantization of the
-same graph on the same CPU can beat it.
-
-Kernel times leave out the time between kernels (dispatch, waking the
-worker threads), so they add up to less than the wall time; the report's
-latency section has that.
+``fp32 total / (fp32 total - fp32 conv + int8 conv)``. It says how far
+quantizing the convolutions can take the graph on this CPU, and so whether
+the float work around them is what to shrink. An estimate, not a bound:
+kernel times leave out the time between kernels (dispatch, waking the
+worker threads), so they add up to less than the wall time (the report's
+latency section has that), and what INT8 runs besides the convolutions
+(the Relu lookups, ``quantize.int8_relus``) can be cheaper than its float
+counterpart.
 """
 from __future__ import annotations
 
