@@ -16,7 +16,7 @@ from ipmcam.ipmnet.networks import (  # noqa: E402
     count_parameters,
     with_ones_plane,
 )
-from ipmcam.ipmnet.preprocess import Preprocess, channel_gates, region_gate, union_mask  # noqa: E402
+from ipmcam.ipmnet.preprocess import Preprocess, channel_gate, region_gate, union_mask  # noqa: E402
 from ipmcam.ipmnet.weights import load_weights, save_weights  # noqa: E402
 
 
@@ -139,8 +139,8 @@ def test_sharp_gates_paint_the_lips_up_to_their_edge_and_the_lids_over_the_inner
     mask clipped to 1; the greyed base fills what the gates cover, and where the masks are 0 the input stays
     bit for bit."""
     x, m = to_tensors(aligned_faces[:2])
-    gates = channel_gates(m, sharp=True)
-    assert torch.equal(channel_gates(m, sharp=False), m)
+    gates = torch.cat([channel_gate(m, c, sharp=True) for c in range(m.shape[1])], dim=1)
+    assert torch.equal(torch.cat([channel_gate(m, c, sharp=False) for c in range(m.shape[1])], dim=1), m)
     lips, shadow = m[:, LIPS], m[:, EYE_SHADOW]
     assert torch.equal(gates[:, LIPS][lips >= 2 / 3], torch.ones_like(lips[lips >= 2 / 3]))
     assert not gates[:, LIPS][lips <= 1 / 3].any()

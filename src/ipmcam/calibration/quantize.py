@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 
 from ipmcam.engines.calibration_set import CalibrationSet
+from ipmcam.ipmnet import onnx_graph
 from ipmcam.ipmnet.weights import GENERATOR_FILES, add_to_manifest, read_manifest
 
 log = logging.getLogger("ipmcam")
@@ -109,21 +110,9 @@ class QuantizeSettings:
 
 # --------------------------------------------------------------------------- graph analysis
 
-def _producers(graph: Any) -> dict[str, Any]:
-    return {out: node for node in graph.node for out in node.output}
-
-
-def _consumers(graph: Any) -> dict[str, list[Any]]:
-    users: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            users.setdefault(name, []).append(node)
-    return users
-
-
 def output_conv(graph: Any) -> str | None:
     """The convolution that makes the decoder's residual: the last Conv upstream of the graph output."""
-    producers = _producers(graph)
+    producers = onnx_graph.producers(graph)
     stack, seen = [o.name for o in graph.output], set()
     while stack:
         node = producers.get(stack.pop())
@@ -195,7 +184,7 @@ def int8_relus(model: Any, keep: dict[str, str]) -> list[str]:
     """
     from onnx import helper
 
-    producers, consumers = _producers(model.graph), _consumers(model.graph)
+    producers, consumers = onnx_graph.producers(model.graph), onnx_graph.consumers(model.graph)
     names = []
     for node in model.graph.node:
         source = producers.get(node.input[0]) if node.op_type == "Relu" else None
@@ -223,7 +212,7 @@ def restore_float_inputs(model: Any, quantized: set[str]) -> int:
     readers are removed. Returns how many inputs were rewired.
     """
     graph = model.graph
-    producers = _producers(graph)
+    producers = onnx_graph.producers(graph)
     initializers = {i.name for i in graph.initializer}
     rewired = 0
     for node in graph.node:
@@ -259,7 +248,7 @@ def quantized_tensors_reaching(model: Any, names: set[str], quantized: set[str])
 
     A dequantized output of a quantized node (the decoder's residual) is allowed.
     """
-    producers = _producers(model.graph)
+    producers = onnx_graph.producers(model.graph)
     initializers = {i.name for i in model.graph.initializer}
     bad = []
     for node in model.graph.node:

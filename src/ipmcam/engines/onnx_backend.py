@@ -46,7 +46,7 @@ def session_options(threads: int | None = None) -> Any:
     Spinning is off. onnxruntime's workers otherwise busy-wait after every
     op and after every run, on the cores the capture, tracking and blending
     threads need, and, with two sessions in one process, on the cores the
-    other session is about to run on. On the 2-core development machine,
+    other session is about to run on. On the 2-core AMD EPYC (2026-12-01),
     six alternating rounds each (docs/benchmarks.md): the live path
     (``bench --async``, int8) ran at 36.5 instead of 30.4 fps with its
     generator at 54 instead of 72 ms; the synchronous pipeline was unchanged

@@ -122,7 +122,7 @@ def sharp_weight(mask: np.ndarray, channel: int) -> np.ndarray:
     mask, clipped to 1, whose outer half blends; the eye-shadow mask carries
     the lid's gradient toward the crease, which a steeper ramp would cut
     short. The generator's gate is the same (``ipmnet.preprocess``'s
-    ``channel_gates``), and so are the teachers it learns from (renderer,
+    ``channel_gate``), and so are the teachers it learns from (renderer,
     pseudo-targets).
     """
     if channel == LIPS:

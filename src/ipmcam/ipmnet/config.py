@@ -62,7 +62,7 @@ class IPMNetConfig:
     tint_base: bool = False
     #: the lips are fully the generator's up to the lip line and not past it, the other regions where their
     #: feathered mask is 0.5 or more (the outer half of the ramp blends), and the style's region colours are
-    #: measured where the masks are near 1 (weights m**4); see ``preprocess.channel_gates``
+    #: measured where the masks are near 1 (weights m**4); see ``preprocess.channel_gate``
     sharp_regions: bool = False
     crop_size: int = 256
     n_masks: int = 3

@@ -35,6 +35,7 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
+from ipmcam.ipmnet import onnx_graph
 from ipmcam.ipmnet.config import CONFIGS, IPMNetConfig, get_config
 from ipmcam.ipmnet.networks import Generator
 from ipmcam.ipmnet.weights import (
@@ -139,10 +140,7 @@ def fold_channel_gathers(model: onnx.ModelProto) -> int:
     """
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
-    users: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            users.setdefault(name, []).append(node)
+    users = onnx_graph.consumers(graph)
     folded = []
     for gather in (n for n in graph.node if n.op_type == "Gather"):
         order = _constant_array(model, gather.input[1])

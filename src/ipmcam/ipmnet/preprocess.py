@@ -84,11 +84,6 @@ def channel_gate(masks: torch.Tensor, channel: int, sharp: bool) -> torch.Tensor
     return (2.0 * mask).clamp(max=1.0)
 
 
-def channel_gates(masks: torch.Tensor, sharp: bool) -> torch.Tensor:
-    """``channel_gate`` of every channel, (N, C, H, W)."""
-    return torch.cat([channel_gate(masks, c, sharp) for c in range(masks.shape[1])], dim=1)
-
-
 def region_gate(masks: torch.Tensor, sharp: bool, channels: list[int] | None = None) -> torch.Tensor:
     """How much of each pixel is the generator's, (N, 1, H, W): the largest ``channel_gate`` over
     ``channels`` (None: all of them)."""
@@ -111,7 +106,7 @@ class Preprocess(nn.Module):
     def __init__(self, texture_sigma: float = 2.0, texture_kernel: int = 9, texture_gain: float = 1.0,
                  grey_channels: tuple[int, ...] | None = None, sharp: bool = False) -> None:
         """``grey_channels``: the mask channels whose regions lose their colour (None: all of them);
-        ``sharp``: greyed in full over the regions' gates (``channel_gates``)."""
+        ``sharp``: greyed in full over the regions' gates (``channel_gate``)."""
         super().__init__()
         self.grey_channels = list(grey_channels) if grey_channels is not None else None
         self.sharp = sharp
