@@ -275,7 +275,7 @@ def test_report_measures_quality_and_latency(model_dir, quantized, calib_set) ->
     k = lat["kernels"]
     assert k["runs"] == 3 and "ceiling x" in format_report(report)
     assert k["kernel_ms"]["fp32"]["quantize"] == 0 < k["kernel_ms"]["int8"]["quantize"]
-    assert all(k["kernel_ms"][p]["conv"] > k["kernel_ms"][p]["other"] > 0 for p in ("fp32", "int8"))
+    assert all(k["kernel_ms"][p][c] > 0 for p in ("fp32", "int8") for c in ("conv", "other"))
     # identical outputs: infinite PSNR and no lip colour gap
     x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 32, 32)).astype(np.float32)
     m = np.zeros((2, 3, 32, 32), np.float32)

@@ -64,7 +64,7 @@ def test_camera_drops_stale_frames_and_yields_the_newest() -> None:
     capture = FakeCapture(n=60)
     source = CameraSource(0, capture_factory=lambda: capture, stall_timeout=0.05)
     frames = iter(source)
-    first = next(frames)
+    first = next(frame for frame in frames if frame is not None)  # a None: the thread had not started yet
     assert capture.exhausted.wait(60)  # the camera delivered all 60 while the consumer held one frame
     newest = next(frames)
     source.close()

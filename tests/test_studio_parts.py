@@ -62,14 +62,18 @@ def test_hub_wakes_a_waiting_viewer_and_ends_streams_on_close() -> None:
 
 
 def test_hub_counts_viewers_and_rate() -> None:
-    hub = FrameHub()
+    now = [100.0]
+    hub = FrameHub(clock=lambda: now[0])
     with hub.watch(), hub.watch():
         assert hub.viewers == 2
     assert hub.viewers == 0
     assert hub.fps == 0.0
-    for value in range(10):
+    for value in range(10):  # one frame every 40 ms
         hub.write(frame(value))
-    assert hub.fps > 0.0 and hub.latest() is not None
+        now[0] += 0.04
+    assert hub.fps == pytest.approx(25.0) and hub.latest() is not None
+    now[0] += 2.5  # no frame for 2.5 s: the stream has stalled
+    assert hub.fps == 0.0
 
 
 # --------------------------------------------------------------------------- settings, uploads

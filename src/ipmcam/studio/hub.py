@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -49,8 +49,10 @@ class Jpeg:
 class FrameHub(Sink):
     """Keeps the newest published frame; hands it out JPEG-encoded, once per frame, to whoever watches."""
 
-    def __init__(self, quality: int = JPEG_QUALITY) -> None:
+    def __init__(self, quality: int = JPEG_QUALITY, clock: Callable[[], float] = time.perf_counter) -> None:
+        """``clock``: when frames are published, in seconds (perf_counter; tests pass their own)."""
         self.quality = quality
+        self._clock = clock
         self.encoded = 0  #: frames encoded so far
         self._cond = threading.Condition()
         self._frame: np.ndarray | None = None
@@ -64,7 +66,7 @@ class FrameHub(Sink):
 
     # -- the pipeline's side
     def write(self, frame: np.ndarray) -> None:
-        now = time.perf_counter()
+        now = self._clock()
         with self._cond:
             self._frame, self._seq, self._published_at = frame, self._seq + 1, now
             self._times.append(now)
@@ -96,7 +98,7 @@ class FrameHub(Sink):
         """Frames published per second over the last few; 0 when none came lately."""
         with self._cond:
             times = list(self._times)
-        if len(times) < 2 or time.perf_counter() - times[-1] > _RATE_STALE_SECONDS:
+        if len(times) < 2 or self._clock() - times[-1] > _RATE_STALE_SECONDS:
             return 0.0
         return (len(times) - 1) / max(times[-1] - times[0], 1e-9)
 
