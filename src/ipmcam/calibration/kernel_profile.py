@@ -4,8 +4,9 @@ INT8 makes the convolutions faster and nothing else: the preprocessing, the
 region painting, the decoder's instance norms and the composition run in
 float in both graphs, and the INT8 graph adds quantize/dequantize nodes
 around the convolutions. So the end-to-end speed-up is bounded by how much
-of the fp32 time is convolution. This module measures that with
-onnxruntime's profiler, per class of operator:
+of the fp32 time is convolution. This module reads that from
+onnxruntime's profiler events (``report.kernel_times`` records them), per
+class of operator:
 
 * ``conv``: Conv and QLinearConv kernels (the fp32 graph's activations are
   fused into its convolutions);
@@ -27,15 +28,10 @@ counterpart.
 """
 from __future__ import annotations
 
-import json
-import tempfile
 from collections import Counter
-from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
-
-from ipmcam.engines.onnx_backend import session_options
 
 CONV_OPS = frozenset({"Conv", "QLinearConv", "FusedConv"})
 LAYOUT_OPS = frozenset({"Transpose", "ReorderInput", "ReorderOutput"})
@@ -87,23 +83,8 @@ def speedups(fp32: Mapping[str, float], int8: Mapping[str, float]) -> dict[str, 
     }
 
 
-def profile(paths: Mapping[str, Path], feeds: dict[str, np.ndarray], threads: int, runs: int,
-            warmup: int) -> dict[str, Any]:
-    """Kernel time per operator class of the fp32 and int8 graphs (``paths``), runs interleaved as in
-    ``report.latency``, profiled sessions set up like the engine's."""
-    import onnxruntime as ort
-
-    with tempfile.TemporaryDirectory(prefix="ipmcam-profile-") as tmp:
-        sessions = {}
-        for name, path in paths.items():
-            options = session_options(threads)
-            options.enable_profiling = True
-            options.profile_file_prefix = str(Path(tmp) / name)
-            sessions[name] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        for i in range(warmup + runs):
-            order = list(sessions.values())
-            for s in order if i % 2 == 0 else reversed(order):
-                s.run(["output"], feeds)
-        kernels = {name: kernel_ms_per_run(json.loads(Path(s.end_profiling()).read_text()), warmup)
-                   for name, s in sessions.items()}
+def summary(events: Mapping[str, Iterable[Mapping[str, Any]]], runs: int, skip_runs: int) -> dict[str, Any]:
+    """Kernel time per operator class of the fp32 and int8 graphs, from each one's profiler ``events``
+    (the first ``skip_runs`` runs are warm-up), and the speed-ups ``speedups`` derives from them."""
+    kernels = {name: kernel_ms_per_run(graph_events, skip_runs) for name, graph_events in events.items()}
     return {"kernel_ms": kernels, "runs": runs, **speedups(kernels["fp32"], kernels["int8"])}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -56,11 +57,16 @@ class ReportSettings:
     profile: bool = False  # also kernel time per operator class and the INT8 ceiling (calibration.kernel_profile)
 
 
-def session(path: Path, threads: int) -> Any:
-    """An onnxruntime CPU session configured like ``engines.onnx_backend.OnnxBackend``."""
+def session(path: Path, threads: int, profile_prefix: str | None = None) -> Any:
+    """An onnxruntime CPU session configured like ``engines.onnx_backend.OnnxBackend``; with
+    ``profile_prefix``, profiled (``end_profiling`` writes the events to a file with that prefix)."""
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+    options = session_options(threads)
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def lip_colours(images: np.ndarray, lips: np.ndarray) -> np.ndarray:
@@ -115,11 +121,10 @@ def quality(fp32_session: Any, int8_session: Any, held_out: CalibrationSet, max_
                            np.concatenate(masks), refs, label)
 
 
-def latency(paths: dict[str, Path], feeds: dict[str, np.ndarray], threads: int, runs: int,
+def latency(sessions: dict[str, Any], feeds: dict[str, np.ndarray], runs: int,
             warmup: int) -> tuple[dict[str, dict[str, float]], dict[str, list[float]]]:
-    """Median/quartile/min latency (ms) of each model on ``feeds``, runs interleaved across models;
-    also the raw times (ms) per model, in run order."""
-    sessions = {name: session(path, threads) for name, path in paths.items()}
+    """Median/quartile/min latency (ms) of each session on ``feeds``, runs interleaved across sessions;
+    also the raw times (ms) per session, in run order."""
     for _ in range(warmup):
         for s in sessions.values():
             s.run(["output"], feeds)
@@ -135,6 +140,19 @@ def latency(paths: dict[str, Path], feeds: dict[str, np.ndarray], threads: int, 
     return {name: {"median_ms": round(float(np.median(t)), 2), "p25_ms": round(float(np.percentile(t, 25)), 2),
                    "p75_ms": round(float(np.percentile(t, 75)), 2), "min_ms": round(float(np.min(t)), 2),
                    "runs": len(t)} for name, t in times.items()}, times
+
+
+def kernel_times(paths: dict[str, Path], feeds: dict[str, np.ndarray], threads: int, runs: int,
+                 warmup: int) -> dict[str, Any]:
+    """The interleaved runs of ``latency`` again, in profiled sessions: kernel time per operator class
+    and the INT8 ceiling (``calibration.kernel_profile``). Separate sessions, because profiling slows
+    the runs it records."""
+    with tempfile.TemporaryDirectory(prefix="ipmcam-profile-") as tmp:
+        sessions = {name: session(path, threads, profile_prefix=str(Path(tmp) / name))
+                    for name, path in paths.items()}
+        latency(sessions, feeds, runs, warmup)
+        events = {name: json.loads(Path(s.end_profiling()).read_text()) for name, s in sessions.items()}
+    return kernel_profile.summary(events, runs, warmup)
 
 
 def build_report(model_dir: Path, held_out: CalibrationSet, settings: ReportSettings | None = None) -> dict[str, Any]:
@@ -155,12 +173,13 @@ def build_report(model_dir: Path, held_out: CalibrationSet, settings: ReportSett
             if len(feeds["image"]) < batch:  # fewer held-out crops than the batch: repeat them
                 reps = -(-batch // len(feeds["image"]))
                 feeds = {k: np.ascontiguousarray(np.concatenate([v] * reps)[:batch]) for k, v in feeds.items()}
-            r, times = latency(paths, feeds, t, settings.runs, settings.warmup)
+            sessions = {name: session(path, t) for name, path in paths.items()}
+            r, times = latency(sessions, feeds, settings.runs, settings.warmup)
             r["speedup"] = round(r["fp32"]["median_ms"] / r["int8"]["median_ms"], 3)
             # Ratio of the two runs of each round, then the median: robust to load that drifts during the run.
             r["speedup_paired"] = round(float(np.median(np.array(times["fp32"]) / np.array(times["int8"]))), 3)
             if settings.profile:
-                r["kernels"] = kernel_profile.profile(paths, feeds, t, settings.runs, settings.warmup)
+                r["kernels"] = kernel_times(paths, feeds, t, settings.runs, settings.warmup)
             speed[f"threads{t}_batch{batch}"] = r
     default = speed.get(f"threads{physical_cores()}_batch1") or next(iter(speed.values()))
     checks = {
